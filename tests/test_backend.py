@@ -1,0 +1,61 @@
+"""The HF backend: batching, sampling, stop strings, scoring, chunked growth."""
+
+import pytest
+
+from ttscale.tiny import save_tiny_model
+from ttscale.backends.hf import HFBackend
+from ttscale.backends.sampling import Sampling
+
+MESSAGES = [{"role": "user", "content": "What is 12 plus 30?"}]
+
+
+@pytest.fixture(scope="module")
+def backend(model_dirs):
+    return HFBackend(str(model_dirs["qwen3_moe"]), batch_size=4)
+
+
+def test_chat_template_is_applied_when_present(backend, tmp_path):
+    assert backend.tokenizer.decode(backend.encode(MESSAGES)) == "<|user|>What is 12 plus 30?\n<|assistant|>"
+    plain = HFBackend(str(save_tiny_model("olmoe", tmp_path / "plain", chat_template=False)))
+    assert plain.tokenizer.decode(plain.encode(MESSAGES)) == "What is 12 plus 30?"
+
+
+def test_seeds_fix_samples_whatever_the_batch(backend):
+    other = [{"role": "user", "content": "def add(a, b):"}]
+    batch = [backend.new_branch(MESSAGES, seed=1), backend.new_branch(other, seed=2),
+             backend.new_branch(MESSAGES, seed=1), backend.new_branch(MESSAGES, seed=3)]
+    backend.extend(batch, Sampling(temperature=1.0, top_p=0.95, max_new_tokens=16))
+    assert batch[0].tokens == batch[2].tokens
+    assert batch[0].tokens != batch[3].tokens
+    assert all(len(b.generated) == 16 or b.finish_reason == "eos" for b in batch)
+    assert all(b.finish_reason in ("eos", "length") and b.finished for b in batch)
+
+
+def test_growth_in_chunks_on_a_kept_cache_equals_one_pass(backend):
+    whole = [backend.new_branch(MESSAGES, seed=s) for s in (5, 6)]
+    chunked = [backend.new_branch(MESSAGES, seed=s) for s in (5, 6)]
+    sampling = Sampling(temperature=0.8, max_new_tokens=20)
+    backend.extend(whole, sampling)
+    for _ in range(5):
+        backend.extend(chunked, sampling, max_new_tokens=4, keep_cache=True)
+    assert [b.tokens for b in whole] == [b.tokens for b in chunked]
+    assert all(b.compute.prefill_tokens == b.compute.prompt_tokens for b in chunked)
+
+
+def test_stop_strings_end_and_trim_the_text(backend):
+    free = backend.new_branch(MESSAGES)
+    backend.extend([free], Sampling(max_new_tokens=24))
+    stop = free.text[6:8]
+    assert stop
+    stopped = backend.new_branch(MESSAGES)
+    backend.extend([stopped], Sampling(max_new_tokens=24), stop=[stop])
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == free.text[:free.text.find(stop)]
+    assert len(stopped.generated) < len(free.generated)
+
+
+def test_score_reproduces_generation_logprobs(backend):
+    branches = [backend.new_branch(MESSAGES, seed=s) for s in (1, 2)]
+    backend.extend(branches, Sampling(temperature=1.0, max_new_tokens=10))
+    for b, scored in zip(branches, backend.score(branches)):
+        assert scored == pytest.approx(b.logprobs, abs=1e-4)

@@ -1,0 +1,3 @@
+"""ttscale: composable test-time scaling for Mixture-of-Experts language models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,13 @@
+"""Backends run branches on a model: extend them, score them, adapt their router deltas."""
+
+from ttscale.backends.base import Backend, ModelInfo
+from ttscale.backends.sampling import Sampling
+
+__all__ = ["Backend", "ModelInfo", "Sampling", "load_backend"]
+
+
+def load_backend(name: str, model: str, **options) -> Backend:
+    if name == "hf":
+        from ttscale.backends.hf import HFBackend
+        return HFBackend(model, **options)
+    raise ValueError(f"unknown backend {name!r}; choose from: hf")

@@ -1,0 +1,41 @@
+"""The backend protocol and what a backend reports about its model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from ttscale.backends.sampling import Sampling
+from ttscale.branch import Branch
+from ttscale.routing.reroute import RerouteConfig
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    family: str
+    n_layers: int
+    moe_layers: tuple[int, ...]      # decoder-layer indices with a router
+    n_experts: int
+    top_k: int
+    total_params: int
+    active_params: int               # parameters one token touches (top-k of the routed experts)
+    embedding_params: int            # input embeddings: a lookup, no FLOPs
+    vocab_size: int
+
+
+class Backend(Protocol):
+    info: ModelInfo
+
+    def new_branch(self, messages: list[dict[str, str]], seed: int = 0) -> Branch:
+        """A fresh branch whose context is the prompt (chat template applied when there is one)."""
+
+    def extend(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
+               max_new_tokens: int | None = None, stop: Sequence[str] = (), keep_cache: bool = False,
+               ) -> list[Branch]:
+        """Grow unfinished branches by up to `max_new_tokens` (default: to completion), each under its deltas."""
+
+    def score(self, branches: Sequence[Branch], start: int | None = None) -> list[list[float]]:
+        """Log-probs of each branch's existing tokens from `start` (default: its prompt length) on."""
+
+    def adapt(self, branches: Sequence[Branch], cfg: RerouteConfig) -> list[Branch]:
+        """One adaptation phase (cfg.steps gradient steps) on each branch's deltas, over its context."""

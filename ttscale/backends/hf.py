@@ -1,0 +1,270 @@
+"""The embedded default backend: a transformers MoE model in-process, CPU or GPU.
+
+Branches are batched with left padding; each batch row carries its branch's router deltas through
+the model's `DeltaTable`. Generation is a plain KV-cached decode loop (not `generate`), because
+every row has its own sampling parameters, seed, stop strings and deltas; rows that finish leave
+the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.utils import logging as hf_logging
+
+from ttscale.backends.base import ModelInfo
+from ttscale.backends.sampling import Sampling, sample, uniform
+from ttscale.branch import Branch, Cycle, DeltaState
+from ttscale.routing.deltas import DeltaTable, RoutingRecord
+from ttscale.routing.reroute import RerouteConfig, adapt_rows
+
+
+@dataclass
+class _Kept:
+    """A decode batch's KV cache, kept so the same branches can continue on it (`kv=keep`)."""
+    cache: DynamicCache
+    attention_mask: Tensor
+    keys: list[tuple[int, int]]      # (branch id, context length) per row
+
+
+class HFBackend:
+    def __init__(self, model: str, device: str | None = None, dtype: str | None = None, batch_size: int = 32,
+                 experts_implementation: str | None = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.type == "cuda"
+                                                           else torch.float32)
+        options = {"experts_implementation": experts_implementation} if experts_implementation else {}
+        if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
+            raise ValueError(f"model directory not found: {model}")
+        hf_logging.disable_progress_bar()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **options)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
+        self.model.to(self.device).eval().requires_grad_(False)
+        self.table = DeltaTable(self.model)
+        self.batch_size = batch_size
+        self.name = model
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.info = _model_info(self.model, self.table)
+        self._kept: _Kept | None = None
+
+    # --- branches ---------------------------------------------------------------------------
+
+    def encode(self, messages: list[dict[str, str]]) -> list[int]:
+        if self.tokenizer.chat_template:
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return self.tokenizer(text, add_special_tokens=False).input_ids
+        return self.tokenizer("\n\n".join(m["content"] for m in messages)).input_ids
+
+    def new_branch(self, messages: list[dict[str, str]], seed: int = 0) -> Branch:
+        tokens = self.encode(messages)
+        return Branch(tokens=tokens, prompt_len=len(tokens), seed=seed)
+
+    def zero_state(self) -> DeltaState:
+        return DeltaState.zeros(len(self.table.sites), self.table.num_experts, self.device)
+
+    def _stacked(self, branches: Sequence[Branch]) -> DeltaState:
+        states = [b.delta or self.zero_state() for b in branches]
+        return DeltaState(*(torch.stack(parts) for parts in zip(*(s.tensors() for s in states))))
+
+    def _batch(self, branches: Sequence[Branch]) -> tuple[Tensor, Tensor]:
+        """Left-padded input ids and attention mask of the branches' whole contexts."""
+        width = max(len(b.tokens) for b in branches)
+        ids = torch.full((len(branches), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(branches), width), dtype=torch.long)
+        for row, b in enumerate(branches):
+            ids[row, width - len(b.tokens):] = torch.tensor(b.tokens)
+            mask[row, width - len(b.tokens):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # --- extend -----------------------------------------------------------------------------
+
+    def extend(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
+               max_new_tokens: int | None = None, stop: Sequence[str] = (), keep_cache: bool = False,
+               ) -> list[Branch]:
+        params = [sampling] * len(branches) if isinstance(sampling, Sampling) else list(sampling)
+        todo = [(b, p) for b, p in zip(branches, params) if not b.finished]
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            self._extend_batch([b for b, _ in chunk], [p for _, p in chunk], max_new_tokens, tuple(stop),
+                               keep_cache and len(todo) <= self.batch_size)
+        return list(branches)
+
+    @torch.no_grad()
+    def _extend_batch(self, rows: list[Branch], params: list[Sampling], chunk: int | None, stop: tuple[str, ...],
+                      keep_cache: bool) -> None:
+        budgets = [min(p.max_new_tokens - len(b.generated), chunk or p.max_new_tokens) for b, p in zip(rows, params)]
+        for b, budget in zip(rows, budgets):
+            if budget <= 0:
+                b.finished, b.finish_reason = True, "length"
+        live = [i for i, b in enumerate(rows) if not b.finished]
+        rows, params, budgets = [rows[i] for i in live], [params[i] for i in live], [budgets[i] for i in live]
+        touched = list(rows)
+        if not rows:
+            return
+        self.table.load(self._stacked(rows).delta)
+        start = time.perf_counter()
+        logits, cache, mask = self._resume(rows) if keep_cache else (None, None, None)
+        if logits is None:
+            logits, cache, mask = self._prefill(rows)
+        _share(rows, "prefill", time.perf_counter() - start)
+        produced = [0] * len(rows)
+        while rows:
+            start, step_rows = time.perf_counter(), rows
+            tokens, logprobs = sample(logits[:, -1], params, [uniform(b.seed, len(b.generated)) for b in rows])
+            for i, (b, tok, lp) in enumerate(zip(rows, tokens.tolist(), logprobs.tolist())):
+                b.tokens.append(tok)
+                b.logprobs.append(lp)
+                b.compute.generated_tokens += 1
+                produced[i] += 1
+                self._check_finished(b, tok, params[i], stop)
+            stay = [i for i, b in enumerate(rows) if not b.finished and produced[i] < budgets[i]]
+            if not stay and keep_cache:   # the chunk is done: keep the unfinished rows' cache
+                unfinished = [i for i, b in enumerate(rows) if not b.finished]
+                cache.batch_select_indices(torch.tensor(unfinished, dtype=torch.long, device=self.device))
+                self._kept = _Kept(cache, mask[unfinished], [(rows[i].id, len(rows[i].tokens)) for i in unfinished])
+            if len(stay) < len(rows):     # finished or out of budget: leave the batch
+                index = torch.tensor(stay, dtype=torch.long, device=self.device)
+                if stay:
+                    cache.batch_select_indices(index)
+                mask, tokens = mask[index], tokens[index]
+                rows, params, budgets, produced = ([xs[i] for i in stay] for xs in (rows, params, budgets, produced))
+                if rows:
+                    self.table.load(self._stacked(rows).delta)
+            if rows:
+                mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+                logits = self.model(input_ids=tokens[:, None], attention_mask=mask,
+                                    position_ids=mask.sum(-1, keepdim=True) - 1, past_key_values=cache,
+                                    use_cache=True).logits
+            _share(step_rows, "decode", time.perf_counter() - start)
+        for b in touched:
+            self._set_text(b, stop)
+
+    # --- score and adapt -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def score(self, branches: Sequence[Branch], start: int | None = None) -> list[list[float]]:
+        scores = []
+        for chunk in _chunks(branches, self.batch_size):
+            ids, mask = self._batch(chunk)
+            self.table.load(self._stacked(chunk).delta)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                use_cache=False).logits
+            logprobs = logits[:, :-1].float().log_softmax(-1).gather(2, ids[:, 1:, None]).squeeze(2)
+            for row, b in enumerate(chunk):
+                first = max(1, b.prompt_len if start is None else start)
+                offset = ids.shape[1] - len(b.tokens) - 1      # logprobs[offset + i] scores token i
+                scores.append(logprobs[row, offset + first:].tolist())
+                b.compute.score_tokens += len(b.tokens)
+        return scores
+
+    def adapt(self, branches: Sequence[Branch], cfg: RerouteConfig) -> list[Branch]:
+        for chunk in _chunks(branches, self.batch_size):
+            ids, mask = self._batch(chunk)
+            state = self._stacked(chunk)
+            start = time.perf_counter()
+            with torch.enable_grad():
+                result = adapt_rows(self.model, self.table, ids, mask, state, cfg)
+            _share(chunk, "adapt", time.perf_counter() - start)
+            for row, b in enumerate(chunk):
+                b.delta = DeltaState(*(part[row].clone() for part in state.tensors()))
+                layers = [self.table.layers[s] for s in result.slots[row].nonzero().flatten().tolist()]
+                b.cycles.append(Cycle(at_token=len(b.generated), layers=layers, losses=result.losses[row].tolist(),
+                                      entropy_before=float(result.entropy[row])))
+                passes = int(result.tokens[row]) * cfg.steps
+                b.compute.adapt_forward_tokens += passes
+                b.compute.adapt_backward_tokens += passes
+        return list(branches)
+
+    def _prefill(self, rows: list[Branch]) -> tuple[Tensor, DynamicCache, Tensor]:
+        ids, mask = self._batch(rows)
+        self.table.record = RoutingRecord()
+        try:
+            cache = DynamicCache(config=self.model.config)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            _, entropy = self.table.record.per_row(mask)
+        finally:
+            self.table.record = None
+        for b, ent in zip(rows, entropy.mean(-1).tolist()):
+            if not b.generated:
+                b.compute.prompt_tokens += len(b.tokens)
+            b.compute.prefill_tokens += len(b.tokens)
+            if b.cycles and b.cycles[-1].entropy_after is None:
+                b.cycles[-1].entropy_after = ent
+        return logits, cache, mask
+
+    def _resume(self, rows: list[Branch]):
+        """Continue on the kept cache when it holds exactly these branches' contexts but their last token."""
+        kept, self._kept = self._kept, None
+        if kept is None:
+            return None, None, None
+        where = {key: i for i, key in enumerate(kept.keys)}
+        index = [where.get((b.id, len(b.tokens))) for b in rows]
+        if None in index:
+            return None, None, None
+        index = torch.tensor(index, device=self.device)
+        kept.cache.batch_select_indices(index)
+        mask = torch.cat([kept.attention_mask[index], kept.attention_mask.new_ones(len(rows), 1)], dim=1)
+        last = torch.tensor([b.tokens[-1] for b in rows], device=self.device)[:, None]
+        logits = self.model(input_ids=last, attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                            past_key_values=kept.cache, use_cache=True).logits
+        return logits, kept.cache, mask
+
+    def _check_finished(self, b: Branch, token: int, params: Sampling, stop: tuple[str, ...]) -> None:
+        if token in self.eos_ids:
+            b.finished, b.finish_reason = True, "eos"
+        elif stop and any(s in self.tokenizer.decode(b.generated[-_STOP_WINDOW:], skip_special_tokens=True)
+                          for s in stop):
+            b.finished, b.finish_reason = True, "stop"
+        elif len(b.generated) >= params.max_new_tokens:
+            b.finished, b.finish_reason = True, "length"
+
+    def _set_text(self, b: Branch, stop: tuple[str, ...]) -> None:
+        """The generated text, cut before the first stop string."""
+        b.text = self.tokenizer.decode(b.generated, skip_special_tokens=True)
+        cuts = [b.text.find(s) for s in stop if s in b.text]
+        if cuts:
+            b.text = b.text[:min(cuts)]
+
+
+_STOP_WINDOW = 32   # generated tokens decoded to look for a stop string
+
+
+def _chunks(items: Sequence, size: int) -> list[list]:
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def _share(rows: Sequence[Branch], phase: str, seconds: float) -> None:
+    """Split a batched phase's wall time equally among its rows."""
+    for b in rows:
+        b.compute.add_seconds(phase, seconds / len(rows))
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return {i for i in ids if i is not None}
+
+
+def _model_info(model, table: DeltaTable) -> ModelInfo:
+    total = sum(p.numel() for p in model.parameters())
+    top_k, n_experts = table.sites[0].router.top_k, table.num_experts
+    inactive = 0
+    for site in table.sites:
+        experts = getattr(model.get_submodule(site.name.rsplit(".", 1)[0]), "experts", None)
+        if experts is not None:
+            inactive += sum(p.numel() for p in experts.parameters()) * (n_experts - top_k) // n_experts
+    return ModelInfo(family=table.family, n_layers=model.config.num_hidden_layers, moe_layers=tuple(table.layers),
+                     n_experts=n_experts, top_k=top_k, total_params=total, active_params=total - inactive,
+                     embedding_params=model.get_input_embeddings().weight.numel(), vocab_size=model.config.vocab_size)

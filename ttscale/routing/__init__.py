@@ -1,0 +1,1 @@
+"""Router deltas: the per-family routing rules, the row-indexed delta table, the rerouting optimiser."""

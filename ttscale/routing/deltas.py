@@ -1,0 +1,103 @@
+"""Row-indexed router deltas installed into a model's MoE routers.
+
+`DeltaTable.values[slot, row, expert]` (float32) holds one delta vector per MoE layer (slot) and
+batch row. Each router's forward is replaced by: logits from the family's rule, plus the row's delta
+(routers see tokens flattened row-major, `[B*T, H]`), then the family's routing. The table is one
+persistent tensor updated in place, so static caches, `torch.compile` and CUDA graphs keep working;
+it is reallocated only when the batch size changes.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ttscale.routing.families import RouterSite, find_routers
+
+
+@dataclass
+class RoutingRecord:
+    """Per-slot, per-token routing statistics from one recorded forward, as `[B, T]` tensors."""
+    chosen_nll: dict[int, Tensor] = field(default_factory=dict)   # -(1/k) sum log p(chosen expert)
+    entropy: dict[int, Tensor] = field(default_factory=dict)      # entropy of the router distribution
+
+    def per_row(self, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """`[B, L]` means over each row's valid tokens (`mask` is `[B, T]`): confidence score C and entropy."""
+        weights = mask.float() / mask.float().sum(-1, keepdim=True).clamp(min=1)
+        slots = sorted(self.chosen_nll)
+        score = torch.stack([(self.chosen_nll[s] * weights).sum(-1) for s in slots], dim=-1)
+        entropy = torch.stack([(self.entropy[s] * weights).sum(-1) for s in slots], dim=-1)
+        return score, entropy
+
+
+class DeltaTable:
+    """The router deltas of every MoE layer of one model, one row per batch row."""
+
+    def __init__(self, model: nn.Module):
+        self.sites: list[RouterSite] = find_routers(model)
+        self.num_experts = self.sites[0].num_experts
+        device = self.sites[0].router.weight.device
+        self.values = torch.zeros(len(self.sites), 1, self.num_experts, device=device)
+        self.trainable: set[int] | None = None    # slots that take gradient; None: all of them
+        self.record: RoutingRecord | None = None  # when set, routers write their statistics into it
+        for slot, site in enumerate(self.sites):
+            _install(site, slot, self)
+
+    @property
+    def layers(self) -> list[int]:
+        """Decoder-layer index of each slot."""
+        return [site.layer for site in self.sites]
+
+    @property
+    def family(self) -> str:
+        return self.sites[0].rule.family
+
+    def load(self, rows: Tensor) -> None:
+        """Set the deltas from `[B, L, E]` (one row per branch), in place when the batch size is unchanged."""
+        rows = rows.to(self.values.device, torch.float32).transpose(0, 1)
+        if rows.shape != self.values.shape:
+            self.values = torch.zeros(rows.shape, device=rows.device)
+        with torch.no_grad():
+            self.values.copy_(rows)
+
+    def clear(self, batch: int = 1) -> None:
+        self.load(torch.zeros(batch, len(self.sites), self.num_experts))
+
+    def rows(self) -> Tensor:
+        """The current deltas as `[B, L, E]`."""
+        return self.values.detach().transpose(0, 1).clone()
+
+    def token_deltas(self, slot: int, n_tokens: int) -> Tensor:
+        """`[n_tokens, E]`: each token gets its row's delta (tokens are row-major)."""
+        delta = self.values[slot]
+        if self.trainable is not None and slot not in self.trainable:
+            delta = delta.detach()
+        batch = delta.shape[0]
+        if n_tokens % batch:
+            raise RuntimeError(f"router saw {n_tokens} tokens, not a multiple of the delta table's {batch} rows")
+        return delta.repeat_interleave(n_tokens // batch, dim=0)
+
+
+def _install(site: RouterSite, slot: int, table: DeltaTable) -> None:
+    rule, router = site.rule, site.router
+
+    def forward(self, hidden_states: Tensor):
+        hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+        logits = rule.logits(self, hidden)
+        z = logits.float() + table.token_deltas(slot, hidden.shape[0])
+        weights, indices = rule.route(self, z, hidden.dtype)
+        if table.record is not None:
+            _observe(table, slot, rule.probs(self, z.detach()), indices)
+        return z.to(logits.dtype), weights, indices
+
+    router.forward = types.MethodType(forward, router)
+
+
+def _observe(table: DeltaTable, slot: int, probs: Tensor, indices: Tensor) -> None:
+    batch = table.values.shape[1]
+    logp = probs.clamp_min(1e-30).log()
+    table.record.chosen_nll[slot] = -logp.gather(1, indices).mean(-1).view(batch, -1)
+    table.record.entropy[slot] = -(probs * logp).sum(-1).view(batch, -1)
