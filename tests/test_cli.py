@@ -85,3 +85,32 @@ def test_dense_model_and_missing_arguments_are_refused(task_file, tmp_path):
     done = ttscale("run", "--model", str(dense), "--task", str(task_file), "--out", str(tmp_path / "d"))
     assert done.returncode == 2 and "no MoE routers" in done.stderr
     assert ttscale("run").returncode == 2
+
+
+def test_run_reroute_sc_records_every_sample_and_the_pick(model_dirs, task_file, tmp_path):
+    out = tmp_path / "sc"
+    done = ttscale("run", "--model", str(model_dirs["qwen2_moe"]), "--task", str(task_file), "--strategy",
+                   "reroute+sc", "--n", "4", "--limit", "1", "--out", str(out), "--set", "sample.max_new_tokens=8",
+                   "--set", "sc.vote=weighted")
+    assert done.returncode == 0, done.stderr
+    record = json.loads((out / "records.jsonl").read_text())
+    assert len(record["samples"]) == 4 and len({s["seed"] for s in record["samples"]}) == 4
+    assert record["prediction"] == record["samples"][record["chosen"]]["answer"]
+    assert all("score" in s and s["compute"]["generated_tokens"] == s["tokens"] for s in record["samples"])
+    assert record["compute"]["generated_tokens"] == sum(s["tokens"] for s in record["samples"])
+
+
+def test_strategies_lists_components_and_presets():
+    done = ttscale("strategies")
+    assert done.returncode == 0
+    for name in ("reroute.lr", "sc.vote", "bon.scorer", "beam.expansions", "paper-sc"):
+        assert name in done.stdout
+
+
+def test_custom_scorer_recipe_runs(model_dirs, task_file):
+    recipe = os.path.join(os.path.dirname(__file__), "..", "recipes", "custom_scorer.py")
+    done = subprocess.run([sys.executable, recipe, str(model_dirs["olmoe"]), str(task_file)], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["p1", "p2", "p3"]

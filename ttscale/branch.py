@@ -50,15 +50,19 @@ class Compute:
     adapt_forward_tokens: int = 0
     adapt_backward_tokens: int = 0
     score_tokens: int = 0
+    attention_pairs_forward: int = 0      # (query, key) pairs attended, all forwards
+    attention_pairs_backward: int = 0
+    reward_tokens: int = 0                # tokens read by a reward model
+    reward_flops: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
 
     def add_seconds(self, phase: str, seconds: float) -> None:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
 
     def __iadd__(self, other: Compute) -> Compute:
-        for name in ("prompt_tokens", "generated_tokens", "prefill_tokens", "adapt_forward_tokens",
-                     "adapt_backward_tokens", "score_tokens"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name, value in other.__dict__.items():
+            if name != "seconds":
+                setattr(self, name, getattr(self, name) + value)
         for phase, s in other.seconds.items():
             self.add_seconds(phase, s)
         return self

@@ -29,7 +29,7 @@ def main() -> None:
 def run(
     model: Optional[str] = typer.Option(None, help="Hub id or local directory of a transformers MoE model."),
     task: Optional[str] = typer.Option(None, help="Task name or a JSONL file of {id, prompt, answer} objects."),
-    strategy: str = typer.Option("greedy", help="Strategy spec: greedy | reroute."),
+    strategy: str = typer.Option("greedy", help="Strategy spec, e.g. reroute+sc, sc, bon, beam, reroute, greedy."),
     n: int = typer.Option(1, help="Samples per problem."),
     limit: Optional[int] = typer.Option(None, help="Solve at most this many problems."),
     seed: int = typer.Option(0, help="Seed of the first branch of each problem."),
@@ -45,7 +45,6 @@ def run(
     """Solve a task's problems with a strategy and write one record per problem."""
     from ttscale.backends import load_backend
     from ttscale.runs import RunConfig, run as run_problems
-    from ttscale.spec import parse_settings
     from ttscale.tasks import load_task
 
     if model is None or task is None:
@@ -53,7 +52,7 @@ def run(
              "the bundled demo model and task are not available yet")
     try:
         cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,
-                        settings=parse_settings(set_), save_deltas=save_deltas)
+                        overrides=list(set_), save_deltas=save_deltas)
         the_task = load_task(task)
         problems = the_task.load(limit)
         if not problems:
@@ -77,6 +76,24 @@ def run(
     ci = summary["ci95"]
     shown = "n/a (no gold answers)" if acc is None else f"{acc:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
     typer.echo(f"{summary['problems']} problems, accuracy {shown}; records in {out / 'records.jsonl'}")
+
+
+@app.command()
+def strategies() -> None:
+    """List generators, searches and named presets with their settings (defaults after presets)."""
+    from rich.table import Table
+
+    from ttscale.search import SEARCHES
+    from ttscale.spec import GENERATORS, named_presets, parse_spec, resolve_settings
+
+    table = Table("component", "kind", "settings")
+    for name, kind in [("sample", "shared sampling"), *((g, "generator") for g in GENERATORS),
+                       *((s, "search") for s in SEARCHES)]:
+        settings = resolve_settings(parse_spec(name if name != "sample" else "greedy")[0])[name]
+        table.add_row(name, kind, "\n".join(f"{name}.{k} = {v!r}" for k, v in settings.__dict__.items()) or "-")
+    for name, spec in named_presets().items():
+        table.add_row(name, "preset", spec)
+    Console().print(table)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Generators grow branches to completion: plainly, or with continuous rerouting.
+"""Generators grow branches: plainly, or with continuous rerouting.
 
 The rerouting generator runs the paper's two-phase loop on a batch of branches: adapt the deltas
-on the current context, generate `interval` tokens with them fixed, repeat until every branch is
-done. Branches with identical context and delta state (the N branches of one problem at prefill)
-are adapted once and the result is copied, so the shared prefill adaptation costs one row.
+of every branch that is due (at prefill, then once `interval` tokens have been generated since its
+last adaptation), generate with them fixed, repeat. Branches with identical context and delta state
+(the N branches of one problem at prefill) are adapted once and the result is copied, so the shared
+prefill adaptation costs one row. Searches that grow branches step by step (beam) call `step`;
+rerouting then re-adapts only at step boundaries, once the interval has passed.
 """
 
 from __future__ import annotations
@@ -22,10 +24,16 @@ class PlainGenerator:
 
     def grow(self, backend: Backend, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
              stop: Sequence[str] = ()) -> list[Branch]:
+        """Grow every branch to completion."""
         return backend.extend(branches, sampling, stop=stop)
 
+    def step(self, backend: Backend, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
+             step_end: str, max_tokens: int, stop: Sequence[str] = ()) -> list[Branch]:
+        """Grow every branch by one step: until `step_end` appears, or `max_tokens` more tokens."""
+        return backend.extend(branches, sampling, max_new_tokens=max_tokens, stop=stop, step_end=step_end)
 
-class RerouteGenerator:
+
+class RerouteGenerator(PlainGenerator):
     name = "reroute"
 
     def __init__(self, cfg: RerouteConfig | None = None):
@@ -34,13 +42,22 @@ class RerouteGenerator:
     def grow(self, backend: Backend, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
              stop: Sequence[str] = ()) -> list[Branch]:
         params = [sampling] * len(branches) if isinstance(sampling, Sampling) else list(sampling)
-        while True:
-            live = [i for i, b in enumerate(branches) if not b.finished]
-            if not live:
-                return list(branches)
-            self.adapt([branches[i] for i in live], backend)
-            backend.extend([branches[i] for i in live], [params[i] for i in live], max_new_tokens=self.cfg.interval,
+        while live := [i for i, b in enumerate(branches) if not b.finished]:
+            self.adapt_due([branches[i] for i in live], backend)
+            chunk = min(self.cfg.interval - _since_adapted(branches[i]) for i in live)
+            backend.extend([branches[i] for i in live], [params[i] for i in live], max_new_tokens=chunk,
                            stop=stop, keep_cache=self.cfg.kv == "keep")
+        return list(branches)
+
+    def step(self, backend: Backend, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
+             step_end: str, max_tokens: int, stop: Sequence[str] = ()) -> list[Branch]:
+        self.adapt_due(branches, backend)
+        return super().step(backend, branches, sampling, step_end, max_tokens, stop)
+
+    def adapt_due(self, branches: Sequence[Branch], backend: Backend) -> None:
+        due = [b for b in branches if not b.finished and (not b.cycles or _since_adapted(b) >= self.cfg.interval)]
+        if due:
+            self.adapt(due, backend)
 
     def adapt(self, branches: Sequence[Branch], backend: Backend) -> None:
         """One adaptation phase for every branch; identical branches share one computation."""
@@ -56,6 +73,10 @@ class RerouteGenerator:
         for b, twin in copies:
             b.delta = twin.delta.clone()
             b.cycles.append(copy.copy(twin.cycles[-1]))
+
+
+def _since_adapted(b: Branch) -> int:
+    return len(b.generated) - b.cycles[-1].at_token if b.cycles else 0
 
 
 def _same_state(a: Branch, b: Branch) -> bool:

@@ -16,13 +16,15 @@ def total(computes: Iterable[Compute]) -> Compute:
 
 
 def flops(c: Compute, info: ModelInfo) -> float:
-    """2 FLOPs per active non-embedding parameter per token forward, twice that backward.
-
-    Attention over the context is not counted (small next to the weights for short contexts).
-    """
+    """MoE-aware FLOPs: per token, 2 per active parameter (attention projections, the top-k routed and
+    the shared experts, the LM head; not the input-embedding lookup), plus attention over the context
+    per (query, key) pair; a backward pass costs twice its forward; reward-model FLOPs added as counted.
+    Sliding-window attention is counted as full attention."""
     per_token = 2 * (info.active_params - info.embedding_params)
-    forward = c.prefill_tokens + c.generated_tokens + c.adapt_forward_tokens + c.score_tokens
-    return float(per_token * (forward + 2 * c.adapt_backward_tokens))
+    tokens = c.prefill_tokens + c.generated_tokens + c.adapt_forward_tokens + c.score_tokens
+    forward = per_token * tokens + info.attention_flops_per_pair * c.attention_pairs_forward
+    backward = 2 * (per_token * c.adapt_backward_tokens + info.attention_flops_per_pair * c.attention_pairs_backward)
+    return float(forward + backward + c.reward_flops)
 
 
 def as_record(c: Compute, info: ModelInfo) -> dict[str, Any]:
@@ -32,6 +34,7 @@ def as_record(c: Compute, info: ModelInfo) -> dict[str, Any]:
         "prefill_tokens": c.prefill_tokens,
         "adapt_token_passes": {"forward": c.adapt_forward_tokens, "backward": c.adapt_backward_tokens},
         "score_tokens": c.score_tokens,
+        "reward_tokens": c.reward_tokens,
         "flops": flops(c, info),
         "seconds": {phase: round(s, 6) for phase, s in sorted(c.seconds.items())},
     }

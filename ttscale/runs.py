@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from scipy.stats import binomtest
 from ttscale import ledger
 from ttscale.backends.base import Backend
 from ttscale.branch import Branch
-from ttscale.spec import Settings, build_generator
+from ttscale.strategy import Strategy
 from ttscale.tasks.base import Problem, Task
 
 
@@ -24,23 +24,21 @@ class RunConfig:
     model: str
     task: str
     strategy: str
-    n: int
-    limit: int | None
-    seed: int
-    backend: str
-    settings: Settings
+    n: int = 1
+    limit: int | None = None
+    seed: int = 0
+    backend: str = "hf"
+    overrides: list[str] = field(default_factory=list)
     save_deltas: bool = False
 
     def __post_init__(self):
-        build_generator(self.strategy, self.settings)     # fails early on an unknown strategy
-        if self.n != 1:
-            raise ValueError(f"--n {self.n}: strategy {self.strategy!r} draws one sample; pass --n 1")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be at least 1, got {self.limit}")
+        self.plan = Strategy.from_spec(self.strategy, self.n, self.overrides)   # fails early on bad specs
 
     def as_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out["settings"] = self.settings.as_dict()
+        out = {k: v for k, v in self.__dict__.items() if k != "plan"}
+        out["settings"] = {name: dict(value.__dict__) for name, value in self.plan.settings.items()}
         return out
 
 
@@ -56,19 +54,20 @@ def prepare_out(out: Path, overwrite: bool) -> Path:
 
 def solve(problem: Problem, task: Task, backend: Backend, cfg: RunConfig) -> dict[str, Any]:
     """Run the strategy on one problem and return its record."""
-    generator = build_generator(cfg.strategy, cfg.settings)
     start = time.perf_counter()
-    branch = backend.new_branch(task.messages(problem), seed=cfg.seed)
-    generator.grow(backend, [branch], cfg.settings.sample)
-    prediction = task.extract(branch.text, problem)
-    compute = ledger.as_record(branch.compute, backend.info)
+    outcome = cfg.plan.solve(problem, task, backend, seed=cfg.seed)
+    compute = ledger.as_record(ledger.total(b.compute for b in outcome.spent), backend.info)
     compute["seconds"]["total"] = round(time.perf_counter() - start, 6)
+    samples = [sample_record(b, answer, backend, cfg.save_deltas) for b, answer in zip(outcome.samples, outcome.answers)]
+    for sample, score in zip(samples, outcome.scores or []):
+        sample["score"] = score
     return {
         "id": problem.id,
-        "prediction": prediction,
+        "prediction": outcome.prediction,
         "gold": problem.answer,
-        "correct": task.grade(prediction, problem),
-        "samples": [sample_record(branch, prediction, backend, cfg.save_deltas)],
+        "correct": task.grade(outcome.prediction, problem),
+        "chosen": outcome.chosen,
+        "samples": samples,
         "compute": compute,
         "seed": cfg.seed,
     }
@@ -84,7 +83,8 @@ def sample_record(b: Branch, answer: str | None, backend: Backend, save_deltas: 
         if save_deltas:
             routing["deltas"] = {str(layer): row for layer, row in zip(layers, b.delta.delta.tolist())}
     return {"text": b.text, "answer": answer, "tokens": len(b.generated), "logprob": sum(b.logprobs),
-            "finish_reason": b.finish_reason, "routing": routing}
+            "finish_reason": b.finish_reason, "seed": b.seed, "compute": ledger.as_record(b.compute, backend.info),
+            "routing": routing}
 
 
 def summarise(records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def summarise(records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
         interval = binomtest(hits, len(graded)).proportion_ci(confidence_level=0.95, method="wilson")
         ci = [interval.low, interval.high]
     mean: dict[str, Any] = {}
-    for key in ("prompt_tokens", "generated_tokens", "prefill_tokens", "score_tokens", "flops"):
+    for key in ("prompt_tokens", "generated_tokens", "prefill_tokens", "score_tokens", "reward_tokens", "flops"):
         mean[key] = sum(r["compute"][key] for r in records) / max(1, len(records))
     for kind in ("forward", "backward"):
         mean.setdefault("adapt_token_passes", {})[kind] = (

@@ -1,31 +1,87 @@
-"""Strategy specs and `--set section.key=value` overrides.
+"""Strategy specs: the grammar, presets from `strategies/*.toml`, and `--set section.key=value` overrides.
 
-This is the minimal grammar of the core: `greedy` and `reroute`, each one greedy branch. The full
-composition grammar (sc, bon, beam, presets) builds on the same `Settings`.
+A spec joins with `+` at most one generator modifier (`reroute`) and at most one search (`greedy`,
+`sc`, `bon`, `beam`; `greedy` when none is named): `reroute+sc`, `sc`, `reroute`. A name may also
+be a preset file `strategies/NAME.toml` holding `spec = "..."` and settings tables.
+
+Settings resolve in order: the dataclass defaults; the preset of each component named in the spec
+(`strategies/reroute.toml` for `reroute`, `strategies/sc.toml` for `sc`, ...); a named preset's
+tables; then `--set` overrides. Sections: `sample`, `reroute`, and one per search.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Iterable
 
 from ttscale.backends.sampling import Sampling
-from ttscale.generators import PlainGenerator, RerouteGenerator
 from ttscale.routing.reroute import RerouteConfig
+from ttscale.search import SEARCHES
 
-STRATEGIES = ("greedy", "reroute")
-SECTIONS = {"reroute": RerouteConfig, "sample": Sampling}
+GENERATORS = ("reroute",)
 
 
-@dataclass
-class Settings:
-    reroute: RerouteConfig = field(default_factory=RerouteConfig)
-    sample: Sampling = field(default_factory=Sampling)
+@dataclass(frozen=True)
+class Spec:
+    text: str
+    generator: str        # "plain" | "reroute"
+    search: str
 
-    def as_dict(self) -> dict[str, dict[str, Any]]:
-        return {name: dict(getattr(self, name).__dict__) for name in SECTIONS}
+
+def sections() -> dict[str, type]:
+    return {"sample": Sampling, "reroute": RerouteConfig, **{name: cls.Params for name, cls in SEARCHES.items()}}
+
+
+def presets_dir() -> Path:
+    """`$TTSCALE_STRATEGIES`, else the `strategies/` folder beside the package."""
+    return Path(os.environ.get("TTSCALE_STRATEGIES") or Path(__file__).resolve().parents[1] / "strategies")
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    choices = list(choices)
+    close = difflib.get_close_matches(word, choices, n=3)
+    return f"; did you mean {' or '.join(close)}?" if close else f"; valid: {', '.join(choices)}"
+
+
+def _preset(name: str, directory: Path) -> dict[str, Any]:
+    path = directory / f"{name}.toml"
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"preset {path.name}: {e}") from None
+
+
+def named_presets(directory: Path | None = None) -> dict[str, str]:
+    """Preset name -> its spec, for every preset file that names a spec."""
+    directory = directory or presets_dir()
+    return {p.stem: spec for p in sorted(directory.glob("*.toml")) if (spec := _preset(p.stem, directory).get("spec"))}
+
+
+def parse_spec(text: str, directory: Path | None = None) -> tuple[Spec, dict[str, Any]]:
+    """The spec's components, and the settings tables of a named preset (empty for a plain spec)."""
+    directory = directory or presets_dir()
+    named = _preset(text, directory) if "+" not in text else {}
+    if "spec" in named:
+        spec, _ = parse_spec(named["spec"], directory)
+        return Spec(text, spec.generator, spec.search), {k: v for k, v in named.items() if k != "spec"}
+    parts = [part.strip() for part in text.split("+")]
+    valid = [*GENERATORS, *SEARCHES, *named_presets(directory)]
+    for part in parts:
+        if part not in GENERATORS and part not in SEARCHES:
+            raise ValueError(f"unknown strategy {part!r}" + suggest(part, valid))
+    generators = [p for p in parts if p in GENERATORS]
+    searches = [p for p in parts if p in SEARCHES]
+    if len(generators) > 1 or len(searches) > 1:
+        raise ValueError(f"strategy {text!r}: at most one generator ({', '.join(GENERATORS)}) "
+                         f"and one search ({', '.join(SEARCHES)})")
+    return Spec(text, generators[0] if generators else "plain", searches[0] if searches else "greedy"), {}
 
 
 def _value(text: str) -> Any:
@@ -35,35 +91,46 @@ def _value(text: str) -> Any:
         return text
 
 
-def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=3)
-    return f"; did you mean {' or '.join(close)}?" if close else f"; valid: {', '.join(choices)}"
+def _check(section: str, key: str, known: dict[str, type], where: str) -> None:
+    if section not in known:
+        raise ValueError(f"unknown setting section {section!r} in {where}" + suggest(section, known))
+    names = [f.name for f in fields(known[section])]
+    if key not in names:
+        raise ValueError(f"unknown setting '{section}.{key}' in {where}"
+                         + suggest(f"{section}.{key}", [f"{section}.{n}" for n in names]))
 
 
-def parse_settings(overrides: list[str]) -> Settings:
-    """Apply `section.key=value` overrides to the defaults; errors name the closest valid keys."""
-    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+def resolve_settings(spec: Spec, overrides: Iterable[str] = (), named: dict[str, Any] | None = None,
+                     directory: Path | None = None) -> dict[str, Any]:
+    """Every section's dataclass, with presets and overrides applied in order."""
+    directory = directory or presets_dir()
+    known = sections()
+    values: dict[str, dict[str, Any]] = {name: {} for name in known}
+    layers = [(f"strategies/{c}.toml", _preset(c, directory)) for c in (spec.generator, spec.search)]
+    layers.append((f"strategies/{spec.text}.toml", named or {}))
+    for where, tables in layers:
+        for section, table in tables.items():
+            if not isinstance(table, dict):
+                raise ValueError(f"{where}: expected [section] tables, found {section!r}")
+            for key, value in table.items():
+                _check(section, key, known, where)
+                values[section][key] = value
     for item in overrides:
         key, eq, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not eq or not dot:
             raise ValueError(f"--set expects section.key=value, got {item!r}")
-        if section not in SECTIONS:
-            raise ValueError(f"unknown --set section {section!r}" + _suggest(section, list(SECTIONS)))
-        known = [f.name for f in fields(SECTIONS[section])]
-        if name not in known:
-            raise ValueError(f"unknown setting {key!r}" + _suggest(f"{section}.{name}",
-                                                                    [f"{section}.{k}" for k in known]))
+        _check(section, name, known, "--set")
         values[section][name] = _value(raw.strip())
-    try:
-        return Settings(**{s: replace(SECTIONS[s](), **v) for s, v in values.items()})
-    except TypeError as e:
-        raise ValueError(f"invalid --set value: {e}") from None
+    return {s: replace(cls(), **{k: _typed(s, cls(), k, v) for k, v in values[s].items()})
+            for s, cls in known.items()}
 
 
-def build_generator(strategy: str, settings: Settings):
-    if strategy == "greedy":
-        return PlainGenerator()
-    if strategy == "reroute":
-        return RerouteGenerator(settings.reroute)
-    raise ValueError(f"unknown strategy {strategy!r}" + _suggest(strategy, list(STRATEGIES)))
+def _typed(section: str, defaults: Any, key: str, value: Any) -> Any:
+    """The value, checked against the type of the setting's default (an int may stand for a float)."""
+    kind = type(getattr(defaults, key))
+    if kind is float and type(value) is int:
+        return float(value)
+    if type(value) is not kind:
+        raise ValueError(f"setting {section}.{key} expects a {kind.__name__}, got {value!r}")
+    return value

@@ -67,3 +67,16 @@ def save_tiny_model(family: str, directory: Path, seed: int = 0, chat_template: 
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return Path(directory)
+
+
+def save_tiny_reward_model(directory: Path, seed: int = 0) -> Path:
+    """A random tiny sequence classifier with one label: an outcome reward model for tests."""
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = tiny_tokenizer()
+    config = AutoConfig.for_model("llama", **COMMON, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    torch.manual_seed(seed)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)

@@ -19,8 +19,9 @@ class ModelInfo:
     top_k: int
     total_params: int
     active_params: int               # parameters one token touches (top-k of the routed experts)
-    embedding_params: int            # input embeddings: a lookup, no FLOPs
+    embedding_params: int            # untied input embeddings: a lookup, no FLOPs
     vocab_size: int
+    attention_flops_per_pair: int    # QK^T and AV FLOPs of one (query, key) pair, all layers
 
 
 class Backend(Protocol):
@@ -31,8 +32,9 @@ class Backend(Protocol):
 
     def extend(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
                max_new_tokens: int | None = None, stop: Sequence[str] = (), keep_cache: bool = False,
-               ) -> list[Branch]:
-        """Grow unfinished branches by up to `max_new_tokens` (default: to completion), each under its deltas."""
+               step_end: str | None = None) -> list[Branch]:
+        """Grow unfinished branches, each under its own deltas, until EOS, a stop string or the length cap
+        finishes it, `max_new_tokens` more tokens are made, or (with `step_end`) a step is complete."""
 
     def score(self, branches: Sequence[Branch], start: int | None = None) -> list[list[float]]:
         """Log-probs of each branch's existing tokens from `start` (default: its prompt length) on."""

@@ -26,6 +26,24 @@ from ttscale.routing.reroute import RerouteConfig, adapt_rows
 
 
 @dataclass
+class _Row:
+    """A branch in a decode batch, with what this `extend` call allows it."""
+    branch: Branch
+    params: Sampling
+    budget: int                      # tokens this call may add
+    start: int                       # generated tokens when the call began
+    produced: int = 0
+    done: bool = False               # left the batch: finished, out of budget, or at a step end
+
+    def append(self, token: int, logprob: float) -> None:
+        self.branch.tokens.append(token)
+        self.branch.logprobs.append(logprob)
+        self.branch.compute.generated_tokens += 1
+        self.branch.compute.attention_pairs_forward += len(self.branch.tokens) - 1
+        self.produced += 1
+
+
+@dataclass
 class _Kept:
     """A decode batch's KV cache, kept so the same branches can continue on it (`kv=keep`)."""
     cache: DynamicCache
@@ -90,63 +108,53 @@ class HFBackend:
 
     def extend(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
                max_new_tokens: int | None = None, stop: Sequence[str] = (), keep_cache: bool = False,
-               ) -> list[Branch]:
+               step_end: str | None = None) -> list[Branch]:
         params = [sampling] * len(branches) if isinstance(sampling, Sampling) else list(sampling)
-        todo = [(b, p) for b, p in zip(branches, params) if not b.finished]
+        todo = [_Row(b, p, min(p.max_new_tokens - len(b.generated), max_new_tokens or p.max_new_tokens),
+                     len(b.generated)) for b, p in zip(branches, params) if not b.finished]
+        for row in todo:
+            if row.budget <= 0:
+                row.branch.finished, row.branch.finish_reason = True, "length"
+        todo = [row for row in todo if not row.branch.finished]
         for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
-            self._extend_batch([b for b, _ in chunk], [p for _, p in chunk], max_new_tokens, tuple(stop),
+            self._extend_batch(todo[start:start + self.batch_size], tuple(stop), step_end,
                                keep_cache and len(todo) <= self.batch_size)
         return list(branches)
 
     @torch.no_grad()
-    def _extend_batch(self, rows: list[Branch], params: list[Sampling], chunk: int | None, stop: tuple[str, ...],
-                      keep_cache: bool) -> None:
-        budgets = [min(p.max_new_tokens - len(b.generated), chunk or p.max_new_tokens) for b, p in zip(rows, params)]
-        for b, budget in zip(rows, budgets):
-            if budget <= 0:
-                b.finished, b.finish_reason = True, "length"
-        live = [i for i, b in enumerate(rows) if not b.finished]
-        rows, params, budgets = [rows[i] for i in live], [params[i] for i in live], [budgets[i] for i in live]
-        touched = list(rows)
-        if not rows:
-            return
-        self.table.load(self._stacked(rows).delta)
+    def _extend_batch(self, rows: list[_Row], stop: tuple[str, ...], step_end: str | None, keep_cache: bool) -> None:
+        branches = [row.branch for row in rows]
+        self.table.load(self._stacked(branches).delta)
         start = time.perf_counter()
-        logits, cache, mask = self._resume(rows) if keep_cache else (None, None, None)
+        logits, cache, mask = self._resume(branches) if keep_cache else (None, None, None)
         if logits is None:
-            logits, cache, mask = self._prefill(rows)
-        _share(rows, "prefill", time.perf_counter() - start)
-        produced = [0] * len(rows)
+            logits, cache, mask = self._prefill(branches)
+        _share(branches, "prefill", time.perf_counter() - start)
         while rows:
-            start, step_rows = time.perf_counter(), rows
-            tokens, logprobs = sample(logits[:, -1], params, [uniform(b.seed, len(b.generated)) for b in rows])
-            for i, (b, tok, lp) in enumerate(zip(rows, tokens.tolist(), logprobs.tolist())):
-                b.tokens.append(tok)
-                b.logprobs.append(lp)
-                b.compute.generated_tokens += 1
-                produced[i] += 1
-                self._check_finished(b, tok, params[i], stop)
-            stay = [i for i, b in enumerate(rows) if not b.finished and produced[i] < budgets[i]]
+            start, step_rows = time.perf_counter(), [row.branch for row in rows]
+            tokens, logprobs = sample(logits[:, -1], [row.params for row in rows],
+                                      [uniform(b.seed, len(b.generated)) for b in step_rows])
+            for row, tok, lp in zip(rows, tokens.tolist(), logprobs.tolist()):
+                row.append(tok, lp)
+                self._check_finished(row, tok, stop, step_end)
+            stay = [i for i, row in enumerate(rows) if not row.done]
             if not stay and keep_cache:   # the chunk is done: keep the unfinished rows' cache
-                unfinished = [i for i, b in enumerate(rows) if not b.finished]
-                cache.batch_select_indices(torch.tensor(unfinished, dtype=torch.long, device=self.device))
-                self._kept = _Kept(cache, mask[unfinished], [(rows[i].id, len(rows[i].tokens)) for i in unfinished])
-            if len(stay) < len(rows):     # finished or out of budget: leave the batch
+                kept = [i for i, row in enumerate(rows) if not row.branch.finished]
+                cache.batch_select_indices(torch.tensor(kept, dtype=torch.long, device=self.device))
+                self._kept = _Kept(cache, mask[kept], [(rows[i].branch.id, len(rows[i].branch.tokens)) for i in kept])
+            if len(stay) < len(rows):     # finished, paused or out of budget: leave the batch
                 index = torch.tensor(stay, dtype=torch.long, device=self.device)
                 if stay:
                     cache.batch_select_indices(index)
-                mask, tokens = mask[index], tokens[index]
-                rows, params, budgets, produced = ([xs[i] for i in stay] for xs in (rows, params, budgets, produced))
-                if rows:
-                    self.table.load(self._stacked(rows).delta)
+                    self.table.load(self._stacked([rows[i].branch for i in stay]).delta)
+                mask, tokens, rows = mask[index], tokens[index], [rows[i] for i in stay]
             if rows:
                 mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
                 logits = self.model(input_ids=tokens[:, None], attention_mask=mask,
                                     position_ids=mask.sum(-1, keepdim=True) - 1, past_key_values=cache,
                                     use_cache=True).logits
             _share(step_rows, "decode", time.perf_counter() - start)
-        for b in touched:
+        for b in branches:
             self._set_text(b, stop)
 
     # --- score and adapt -----------------------------------------------------------------------
@@ -165,6 +173,7 @@ class HFBackend:
                 offset = ids.shape[1] - len(b.tokens) - 1      # logprobs[offset + i] scores token i
                 scores.append(logprobs[row, offset + first:].tolist())
                 b.compute.score_tokens += len(b.tokens)
+                b.compute.attention_pairs_forward += _triangle(len(b.tokens))
         return scores
 
     def adapt(self, branches: Sequence[Branch], cfg: RerouteConfig) -> list[Branch]:
@@ -180,9 +189,11 @@ class HFBackend:
                 layers = [self.table.layers[s] for s in result.slots[row].nonzero().flatten().tolist()]
                 b.cycles.append(Cycle(at_token=len(b.generated), layers=layers, losses=result.losses[row].tolist(),
                                       entropy_before=float(result.entropy[row])))
-                passes = int(result.tokens[row]) * cfg.steps
+                passes, pairs = len(b.tokens) * cfg.steps, _triangle(len(b.tokens)) * cfg.steps
                 b.compute.adapt_forward_tokens += passes
                 b.compute.adapt_backward_tokens += passes
+                b.compute.attention_pairs_forward += pairs
+                b.compute.attention_pairs_backward += pairs
         return list(branches)
 
     def _prefill(self, rows: list[Branch]) -> tuple[Tensor, DynamicCache, Tensor]:
@@ -199,6 +210,7 @@ class HFBackend:
             if not b.generated:
                 b.compute.prompt_tokens += len(b.tokens)
             b.compute.prefill_tokens += len(b.tokens)
+            b.compute.attention_pairs_forward += _triangle(len(b.tokens))
             if b.cycles and b.cycles[-1].entropy_after is None:
                 b.cycles[-1].entropy_after = ent
         return logits, cache, mask
@@ -220,14 +232,20 @@ class HFBackend:
                             past_key_values=kept.cache, use_cache=True).logits
         return logits, kept.cache, mask
 
-    def _check_finished(self, b: Branch, token: int, params: Sampling, stop: tuple[str, ...]) -> None:
+    def _check_finished(self, row: _Row, token: int, stop: tuple[str, ...], step_end: str | None) -> None:
+        """Finish the branch on EOS, a stop string or its length cap; pause it at the end of a step."""
+        b = row.branch
         if token in self.eos_ids:
             b.finished, b.finish_reason = True, "eos"
-        elif stop and any(s in self.tokenizer.decode(b.generated[-_STOP_WINDOW:], skip_special_tokens=True)
-                          for s in stop):
+        elif stop and any(s in self._tail(b.generated) for s in stop):
             b.finished, b.finish_reason = True, "stop"
-        elif len(b.generated) >= params.max_new_tokens:
+        elif len(b.generated) >= row.params.max_new_tokens:
             b.finished, b.finish_reason = True, "length"
+        row.done = (b.finished or row.produced >= row.budget
+                    or (step_end is not None and step_end in self._tail(b.generated[row.start:])))
+
+    def _tail(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens[-_STOP_WINDOW:], skip_special_tokens=True)
 
     def _set_text(self, b: Branch, stop: tuple[str, ...]) -> None:
         """The generated text, cut before the first stop string."""
@@ -238,6 +256,11 @@ class HFBackend:
 
 
 _STOP_WINDOW = 32   # generated tokens decoded to look for a stop string
+
+
+def _triangle(n: int) -> int:
+    """(query, key) pairs of causal attention over n tokens."""
+    return n * (n + 1) // 2
 
 
 def _chunks(items: Sequence, size: int) -> list[list]:
@@ -265,6 +288,13 @@ def _model_info(model, table: DeltaTable) -> ModelInfo:
         experts = getattr(model.get_submodule(site.name.rsplit(".", 1)[0]), "experts", None)
         if experts is not None:
             inactive += sum(p.numel() for p in experts.parameters()) * (n_experts - top_k) // n_experts
-    return ModelInfo(family=table.family, n_layers=model.config.num_hidden_layers, moe_layers=tuple(table.layers),
+    embedding, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    config = model.config
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    qk_dim = getattr(config, "qk_head_dim", None) or head_dim
+    v_dim = getattr(config, "v_head_dim", None) or head_dim
+    return ModelInfo(family=table.family, n_layers=config.num_hidden_layers, moe_layers=tuple(table.layers),
                      n_experts=n_experts, top_k=top_k, total_params=total, active_params=total - inactive,
-                     embedding_params=model.get_input_embeddings().weight.numel(), vocab_size=model.config.vocab_size)
+                     embedding_params=0 if embedding is head else embedding.numel(), vocab_size=config.vocab_size,
+                     attention_flops_per_pair=2 * heads * (qk_dim + v_dim) * config.num_hidden_layers)

@@ -59,7 +59,6 @@ class PhaseResult:
     slots: Tensor            # [B, L] bool: layers updated
     losses: Tensor           # [B, steps]: context NLL before each step
     entropy: Tensor          # [B]: mean routing entropy over MoE layers before the phase
-    tokens: Tensor           # [B]: context tokens of each row
 
 
 def select_layers(score: Tensor, cfg: RerouteConfig) -> tuple[Tensor, Tensor]:
@@ -127,4 +126,4 @@ def adapt_rows(model: nn.Module, table: DeltaTable, input_ids: Tensor, attention
     finally:
         table.values.requires_grad_(False)
         table.record, table.trainable = None, None
-    return PhaseResult(mask, torch.stack(losses, dim=1), entropy.mean(-1), attention_mask.sum(-1))
+    return PhaseResult(mask, torch.stack(losses, dim=1), entropy.mean(-1))

@@ -1,0 +1,69 @@
+"""What every search shares: its inputs, its outcome, and the registry that names it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Protocol, Sequence
+
+import numpy as np
+
+from ttscale.backends.base import Backend
+from ttscale.backends.sampling import Sampling
+from ttscale.branch import Branch
+from ttscale.tasks.base import Problem, Task
+
+
+@dataclass
+class Context:
+    """One problem and everything a search needs to solve it."""
+    problem: Problem
+    task: Task
+    backend: Backend
+    generator: Any                   # PlainGenerator | RerouteGenerator
+    seed: int = 0
+    stop: Sequence[str] = ()
+
+    def branches(self, n: int) -> list[Branch]:
+        """n fresh branches on the problem's prompt, with seeds derived from the run seed."""
+        messages = self.task.messages(self.problem)
+        return [self.backend.new_branch(messages, seed=derive_seed(self.seed, i)) for i in range(n)]
+
+    def answers(self, branches: Sequence[Branch]) -> list[str | None]:
+        return [self.task.extract(b.text, self.problem) for b in branches]
+
+
+@dataclass
+class Outcome:
+    prediction: str | None
+    samples: list[Branch]            # the candidates, recorded as samples
+    answers: list[str | None]
+    chosen: int | None               # index of the sample whose answer was picked
+    scores: list[float] | None = None
+    spent: list[Branch] = field(default_factory=list)   # every branch that cost compute
+
+
+class Search(Protocol):
+    name: ClassVar[str]
+    Params: ClassVar[type]           # a dataclass of the search's `--set <name>.*` settings
+
+    def __init__(self, params: Any, n: int, sampling: Sampling): ...
+
+    def solve(self, ctx: Context) -> Outcome: ...
+
+
+SEARCHES: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Make a search available to specs by its `name`."""
+    SEARCHES[cls.name] = cls
+    return cls
+
+
+def derive_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def sampled(sampling: Sampling, params: Any) -> Sampling:
+    """The shared sampling settings with a search's own temperature and top-p."""
+    return replace(sampling, temperature=params.temperature, top_p=params.top_p)

@@ -1,0 +1,45 @@
+"""A strategy: a generator (plain or rerouted) and a search, built from a spec or composed in code.
+
+    strategy = Strategy.from_spec("reroute+sc", n=8, overrides=["sc.temperature=0.6"])
+    outcome = strategy.solve(problem, task, backend, seed=0)
+
+or, composing in code with a scorer of your own:
+
+    strategy = Strategy(RerouteGenerator(RerouteConfig(lr=0.05)), BestOfN(BestOfN.Params(), 8, Sampling(), scorer=mine))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ttscale.backends.base import Backend
+from ttscale.generators import PlainGenerator, RerouteGenerator
+from ttscale.search import SEARCHES, Context, Outcome
+from ttscale.spec import parse_spec, resolve_settings
+from ttscale.tasks.base import Problem, Task
+
+
+@dataclass
+class Strategy:
+    generator: PlainGenerator
+    search: Any
+    spec: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_spec(cls, text: str, n: int = 1, overrides: Iterable[str] = (), presets: Path | None = None) -> Strategy:
+        if n < 1:
+            raise ValueError(f"--n must be at least 1, got {n}")
+        spec, named = parse_spec(text, presets)
+        settings = resolve_settings(spec, overrides, named, presets)
+        generator = RerouteGenerator(settings["reroute"]) if spec.generator == "reroute" else PlainGenerator()
+        search = SEARCHES[spec.search](settings[spec.search], n, settings["sample"])
+        return cls(generator, search, text, settings)
+
+    def solve(self, problem: Problem, task: Task, backend: Backend, seed: int = 0, stop: Sequence[str] = ()) -> Outcome:
+        return self.search.solve(Context(problem, task, backend, self.generator, seed, stop))
+
+    def solve_all(self, problems: Iterable[Problem], task: Task, backend: Backend, seed: int = 0) -> list[Outcome]:
+        return [self.solve(p, task, backend, seed) for p in problems]
