@@ -97,3 +97,20 @@ def test_unsupported_and_dense_models_are_refused(tmp_path):
     dense = save_tiny_model("llama", tmp_path / "llama")
     with pytest.raises(UnsupportedModelError, match="no MoE routers.*supported families: " + SUPPORTED_FAMILIES):
         HFBackend(str(dense))
+
+
+def test_compiled_model_follows_in_place_delta_updates_without_recompiling(model_dirs):
+    import torch._dynamo
+
+    model = load(model_dirs["olmoe"])
+    table = DeltaTable(model)
+    table.clear(batch=IDS.shape[0])
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    rows = torch.zeros(IDS.shape[0], len(table.sites), table.num_experts)
+    rows[0, :, -2:] = 30.0
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+        torch.testing.assert_close(compiled(IDS).logits, model(IDS).logits)
+        table.load(rows)                       # same batch size: an in-place update of the same tensor
+        steered = compiled(IDS).logits
+        torch.testing.assert_close(steered, model(IDS).logits)
+    assert (steered[0] - load(model_dirs["olmoe"])(IDS).logits[0]).abs().max() > 1e-3
