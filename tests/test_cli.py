@@ -54,17 +54,62 @@ def test_run_reroute_writes_the_record_contract(model_dirs, task_file, tmp_path)
     assert summary["config"]["settings"]["reroute"]["interval"] == 5
 
 
-def test_greedy_run_records_no_rerouting_and_a_rerun_is_refused(model_dirs, task_file, tmp_path):
-    """greedy records carry no routing change; a rerun into the same --out is refused, not clobbered."""
+def test_rerun_resumes_a_changed_config_is_refused_and_overwrite_replaces(model_dirs, task_file, tmp_path):
     out = tmp_path / "greedy"
     args = ("run", "--model", str(model_dirs["olmoe"]), "--task", str(task_file), "--out", str(out),
             "--set", "sample.max_new_tokens=8")
-    assert ttscale(*args).returncode == 0
+    assert ttscale(*args, "--limit", "2").returncode == 0
     records = (out / "records.jsonl").read_text()
     assert all(json.loads(line)["samples"][0]["routing"]["layers"] == [] for line in records.splitlines())
-    again = ttscale(*args)
-    assert again.returncode != 0 and "--overwrite" in again.stderr
-    assert (out / "records.jsonl").read_text() == records
+    assert ttscale(*args).returncode == 0                      # same config, larger limit: resumes
+    resumed = (out / "records.jsonl").read_text()
+    assert resumed.startswith(records) and len(resumed.splitlines()) == 3
+    changed = ttscale(*args, "--set", "sample.top_k=5")
+    assert changed.returncode == 2 and "sample" in changed.stderr and "--overwrite" in changed.stderr
+    assert (out / "records.jsonl").read_text() == resumed
+    assert ttscale(*args, "--set", "sample.top_k=5", "--overwrite", "--limit", "1").returncode == 0
+    assert len((out / "records.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_killed_run_resumes_to_the_same_records(model_dirs, tmp_path):
+    import signal
+    import time
+
+    tasks = tmp_path / "many.jsonl"
+    tasks.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"What is {i} plus {i}?", "answer": str(2 * i)})
+                             + "\n" for i in range(12)))
+    args = ["run", "--model", str(model_dirs["olmoe"]), "--task", str(tasks), "--strategy", "reroute",
+            "--set", "sample.max_new_tokens=48", "--set", "reroute.interval=16"]
+    whole = tmp_path / "whole"
+    assert ttscale(*args, "--out", str(whole)).returncode == 0
+    killed = tmp_path / "killed"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "ttscale.cli", *args, "--out", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = killed / "records.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (records.exists() and records.read_text().count("\n") >= 2):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = records.read_text().count("\n")
+    assert 2 <= partial < 12, "the kill landed mid-run"
+    assert not (killed / "summary.json").exists()
+    assert ttscale(*args, "--out", str(killed)).returncode == 0
+
+    def stable(path):
+        rows = [json.loads(line) for line in (path / "records.jsonl").read_text().splitlines()]
+        for r in rows:
+            r["compute"].pop("seconds")
+            for s in r["samples"]:
+                s["compute"].pop("seconds")
+        return rows
+
+    assert [r["id"] for r in stable(killed)] == [f"q{i}" for i in range(12)]
+    assert stable(killed) == stable(whole)
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (whole, killed)]
+    for key in ("accuracy", "ci95", "problems", "config"):
+        assert summaries[0][key] == summaries[1][key]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -114,3 +159,31 @@ def test_custom_scorer_recipe_runs(model_dirs, task_file):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["p1", "p2", "p3"]
+
+
+def test_every_command_has_help():
+    from typer.testing import CliRunner
+
+    from ttscale.cli import app
+
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert {"run", "strategies", "curve", "report", "models"} <= set(names)
+    for name in names:
+        result = CliRunner().invoke(app, [name, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output and len(result.output.splitlines()) > 3
+
+
+def test_more_bad_inputs_get_one_line_errors(model_dirs, task_file, tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": \n')
+    cases = [
+        (["--model", "allenai/OLMoE-1B-7B-0924", "--task", str(task_file)], "cannot load model"),
+        (["--model", str(tmp_path / "missing"), "--task", str(task_file)], "model directory not found"),
+        (["--model", str(model_dirs["olmoe"]), "--task", "gsm9k"], "unknown task"),
+        (["--model", str(model_dirs["olmoe"]), "--task", str(broken)], "broken.jsonl:2"),
+        (["--model", str(model_dirs["olmoe"]), "--task", str(task_file), "--set", "reroute.lr"], "section.key=value"),
+    ]
+    for args, message in cases:
+        done = ttscale("run", *args, "--out", str(tmp_path / "out"))
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -40,10 +40,11 @@ def run(
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),
     dtype: Optional[str] = typer.Option(None, help="bfloat16 | float16 | float32 (default: bf16 on GPU, fp32 on CPU)."),
     batch_size: int = typer.Option(32, help="Branches per forward batch."),
-    overwrite: bool = typer.Option(False, help="Replace records already in --out."),
+    overwrite: bool = typer.Option(False, help="Replace a different run's records in --out (same config: resumes)."),
 ) -> None:
     """Solve a task's problems with a strategy and write one record per problem."""
     from ttscale.backends import load_backend
+    from ttscale.rundir import RunDir
     from ttscale.runs import RunConfig, run as run_problems
     from ttscale.tasks import load_task
 
@@ -53,6 +54,7 @@ def run(
     try:
         cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,
                         overrides=list(set_), save_deltas=save_deltas)
+        rundir = RunDir(out, cfg.as_dict(), overwrite)
         the_task = load_task(task)
         problems = the_task.load(limit)
         if not problems:
@@ -69,7 +71,7 @@ def run(
                     graded.append(record["correct"])
                 bar.update(job, advance=1, acc=f"{sum(graded) / len(graded):.3f}" if graded else "-")
 
-            summary = run_problems(problems, the_task, engine, cfg, out, overwrite, progress)
+            summary = run_problems(problems, the_task, engine, cfg, rundir, progress)
     except ValueError as e:
         fail(str(e))
     acc = summary["accuracy"]
@@ -94,6 +96,65 @@ def strategies() -> None:
     for name, spec in named_presets().items():
         table.add_row(name, "preset", spec)
     Console().print(table)
+
+
+@app.command()
+def curve(
+    runs: list[Path] = typer.Argument(..., help="Run directories (each with records.jsonl and summary.json)."),
+    x: str = typer.Option("tokens", help="x axis: tokens (all token-passes) | flops | seconds, mean per problem."),
+    out: Path = typer.Option(Path("curve.png"), help="Plot file; .png, .svg and .csv are written beside it."),
+) -> None:
+    """Accuracy against compute: n = 1, 2, 4, ... N from each pooled run, points for single-answer runs."""
+    from ttscale.curves import write_curve
+
+    try:
+        points = write_curve(runs, out, x)
+    except ValueError as e:
+        fail(str(e))
+    for p in points:
+        typer.echo(f"{p.label:24s} n={p.n:<3d} {x}={p.x:.4g} accuracy={p.accuracy:.3f} [{p.low:.3f}, {p.high:.3f}]")
+    typer.echo(f"wrote {out.with_suffix('.png')}, {out.with_suffix('.svg')}, {out.with_suffix('.csv')}")
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run directories to compare."),
+    markdown: Optional[Path] = typer.Option(None, help="Also write the table as Markdown to this file."),
+) -> None:
+    """Compare runs: accuracy with its 95% CI, compute and time per problem."""
+    from rich.table import Table
+
+    from ttscale.report import COLUMNS, markdown as to_markdown, report_rows
+
+    try:
+        rows = report_rows(runs)
+    except ValueError as e:
+        fail(str(e))
+    table = Table(*COLUMNS)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in COLUMNS))
+    Console(width=200).print(table)
+    if markdown:
+        markdown.write_text(to_markdown(rows))
+
+
+@app.command()
+def models(model: str = typer.Argument(..., help="Hub id or local directory.")) -> None:
+    """Describe an MoE model from its config: family, MoE layers, experts, top-k, parameters, reroute support."""
+    from ttscale.backends.hf import describe_model
+
+    try:
+        info, problem = describe_model(model)
+    except ValueError as e:
+        fail(str(e))
+    if info is None:
+        typer.echo(f"reroute: unsupported: {problem}")
+        raise typer.Exit(1)
+    typer.echo(f"family:        {info.family}\n"
+               f"layers:        {info.n_layers} ({len(info.moe_layers)} MoE: {list(info.moe_layers)})\n"
+               f"experts:       {info.n_experts}, top-{info.top_k}\n"
+               f"parameters:    {info.total_params:,} total, {info.active_params:,} active per token\n"
+               f"reroute:       supported")
 
 
 if __name__ == "__main__":

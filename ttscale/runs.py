@@ -8,13 +8,14 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from scipy.stats import binomtest
 
 from ttscale import ledger
 from ttscale.backends.base import Backend
 from ttscale.branch import Branch
+from ttscale.rundir import RunDir
 from ttscale.strategy import Strategy
 from ttscale.tasks.base import Problem, Task
 
@@ -42,16 +43,6 @@ class RunConfig:
         return out
 
 
-def prepare_out(out: Path, overwrite: bool) -> Path:
-    """The records file, refusing to clobber an earlier run unless asked to."""
-    records = out / "records.jsonl"
-    if records.exists() and records.stat().st_size and not overwrite:
-        raise ValueError(f"{records} already holds records; choose another --out or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    records.write_text("")
-    return records
-
-
 def solve(problem: Problem, task: Task, backend: Backend, cfg: RunConfig) -> dict[str, Any]:
     """Run the strategy on one problem and return its record."""
     start = time.perf_counter()
@@ -61,6 +52,12 @@ def solve(problem: Problem, task: Task, backend: Backend, cfg: RunConfig) -> dic
     samples = [sample_record(b, answer, backend, cfg.save_deltas) for b, answer in zip(outcome.samples, outcome.answers)]
     for sample, score in zip(samples, outcome.scores or []):
         sample["score"] = score
+    grades: dict[str, bool | None] = {}      # one grading per distinct answer (code runs in the sandbox)
+    for sample in samples:
+        key = sample["key"] = answer_key(task, sample["answer"])
+        if key not in grades:
+            grades[key] = task.grade(sample["answer"], problem)
+        sample["correct"] = grades[key]
     return {
         "id": problem.id,
         "prediction": outcome.prediction,
@@ -71,6 +68,14 @@ def solve(problem: Problem, task: Task, backend: Backend, cfg: RunConfig) -> dic
         "compute": compute,
         "seed": cfg.seed,
     }
+
+
+def answer_key(task: Task, answer: str | None) -> str | None:
+    """The task's voting key as a string, so records can be re-voted (curves) without the task."""
+    if answer is None:
+        return None
+    key = task.answer_key(answer)
+    return key if isinstance(key, str) or key is None else repr(key)
 
 
 def sample_record(b: Branch, answer: str | None, backend: Backend, save_deltas: bool) -> dict[str, Any]:
@@ -95,17 +100,19 @@ def summarise(records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
         accuracy = hits / len(graded)
         interval = binomtest(hits, len(graded)).proportion_ci(confidence_level=0.95, method="wilson")
         ci = [interval.low, interval.high]
-    mean: dict[str, Any] = {}
-    for key in ("prompt_tokens", "generated_tokens", "prefill_tokens", "score_tokens", "reward_tokens", "flops"):
-        mean[key] = sum(r["compute"][key] for r in records) / max(1, len(records))
-    for kind in ("forward", "backward"):
-        mean.setdefault("adapt_token_passes", {})[kind] = (
-            sum(r["compute"]["adapt_token_passes"][kind] for r in records) / max(1, len(records)))
-    phases = sorted({p for r in records for p in r["compute"]["seconds"]})
-    mean["seconds"] = {p: sum(r["compute"]["seconds"].get(p, 0.0) for r in records) / max(1, len(records))
-                       for p in phases}
     return {"accuracy": accuracy, "ci95": ci, "problems": len(records), "graded": len(graded),
-            "mean_compute": mean, "config": cfg.as_dict(), "versions": _versions()}
+            "mean_compute": _mean([r["compute"] for r in records]), "config": cfg.as_dict(), "versions": _versions()}
+
+
+def _mean(trees: list[dict[str, Any]]) -> dict[str, Any]:
+    """Element-wise mean of nested dicts of numbers (a key missing from a tree counts as 0)."""
+    keys = sorted({k for t in trees for k in t})
+    out = {}
+    for k in keys:
+        values = [t.get(k, 0) for t in trees]
+        nested = [v for v in values if isinstance(v, dict)]
+        out[k] = _mean([v if isinstance(v, dict) else {} for v in values]) if nested else sum(values) / len(trees)
+    return out
 
 
 def _versions() -> dict[str, str]:
@@ -118,18 +125,19 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run(problems: list[Problem], task: Task, backend: Backend, cfg: RunConfig, out: Path, overwrite: bool = False,
-        progress=None) -> dict[str, Any]:
-    records_file = prepare_out(out, overwrite)
-    records = []
-    with records_file.open("a") as f:
-        for problem in problems:
-            record = solve(problem, task, backend, cfg)
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            records.append(record)
-            if progress:
-                progress(record)
-    summary = summarise(records, cfg)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+def run(problems: list[Problem], task: Task, backend: Backend, cfg: RunConfig, rundir: RunDir,
+        progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Solve the problems not yet recorded in `rundir`, then summarise all of them."""
+    ids = [p.id for p in problems]
+    if len(set(ids)) < len(ids):
+        raise ValueError(f"task {cfg.task} has duplicate problem ids, e.g. {next(i for i in ids if ids.count(i) > 1)!r}")
+    done = {r["id"]: r for r in rundir.records()}
+    for problem in problems:
+        if problem.id not in done:
+            done[problem.id] = solve(problem, task, backend, cfg)
+            rundir.append(done[problem.id])
+        if progress:
+            progress(done[problem.id])
+    summary = summarise([done[i] for i in ids], cfg)
+    rundir.write_summary(summary)
     return summary

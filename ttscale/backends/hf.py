@@ -15,13 +15,14 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
 from ttscale.backends.base import ModelInfo
 from ttscale.backends.sampling import Sampling, sample, uniform
 from ttscale.branch import Branch, Cycle, DeltaState
 from ttscale.routing.deltas import DeltaTable, RoutingRecord
+from ttscale.routing.families import UnsupportedModelError
 from ttscale.routing.reroute import RerouteConfig, adapt_rows
 
 
@@ -72,7 +73,7 @@ class HFBackend:
         self.name = model
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
-        self.info = _model_info(self.model, self.table)
+        self.info = model_info(self.model, self.table)
         self._kept: _Kept | None = None
 
     # --- branches ---------------------------------------------------------------------------
@@ -258,6 +259,22 @@ class HFBackend:
 _STOP_WINDOW = 32   # generated tokens decoded to look for a stop string
 
 
+def describe_model(model: str) -> tuple[ModelInfo | None, str | None]:
+    """A model's MoE facts from its config alone (no weights loaded), or why reroute cannot run on it."""
+    if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
+        raise ValueError(f"model directory not found: {model}")
+    try:
+        config = AutoConfig.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot load the config of {model!r}: {str(e).splitlines()[0]}") from None
+    with torch.device("meta"):
+        net = AutoModelForCausalLM.from_config(config)
+    try:
+        return model_info(net, DeltaTable(net)), None
+    except UnsupportedModelError as e:
+        return None, str(e)
+
+
 def _triangle(n: int) -> int:
     """(query, key) pairs of causal attention over n tokens."""
     return n * (n + 1) // 2
@@ -280,7 +297,7 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-def _model_info(model, table: DeltaTable) -> ModelInfo:
+def model_info(model, table: DeltaTable) -> ModelInfo:
     total = sum(p.numel() for p in model.parameters())
     top_k, n_experts = table.sites[0].router.top_k, table.num_experts
     inactive = 0
