@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -18,6 +19,25 @@ console = Console(stderr=True)
 def fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def progress_bar(label: str):
+    """A rich progress bar over problems, showing accuracy so far (only on a terminal)."""
+    @contextmanager
+    def bar(total: int) -> Iterator[Callable[[dict], None]]:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("acc {task.fields[acc]}"), TimeRemainingColumn())
+        with Progress(*columns, console=console, disable=not sys.stderr.isatty()) as progress:
+            job = progress.add_task(label, total=total, acc="-")
+            graded: list[bool] = []
+
+            def advance(record: dict) -> None:
+                if record["correct"] is not None:
+                    graded.append(record["correct"])
+                progress.update(job, advance=1, acc=f"{sum(graded) / len(graded):.3f}" if graded else "-")
+
+            yield advance
+    return bar
 
 
 @app.callback()
@@ -43,10 +63,7 @@ def run(
     overwrite: bool = typer.Option(False, help="Replace a different run's records in --out (same config: resumes)."),
 ) -> None:
     """Solve a task's problems with a strategy and write one record per problem."""
-    from ttscale.backends import load_backend
-    from ttscale.rundir import RunDir
-    from ttscale.runs import RunConfig, run as run_problems
-    from ttscale.tasks import load_task
+    from ttscale.runs import RunConfig, execute
 
     if model is None or task is None:
         fail("pass --model (hub id or local directory of an MoE model) and --task (a .jsonl file); "
@@ -54,24 +71,8 @@ def run(
     try:
         cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,
                         overrides=list(set_), save_deltas=save_deltas)
-        rundir = RunDir(out, cfg.as_dict(), overwrite)
-        the_task = load_task(task)
-        problems = the_task.load(limit)
-        if not problems:
-            fail(f"task {task} has no problems")
-        engine = load_backend(backend, model, device=device, dtype=dtype, batch_size=batch_size)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("acc {task.fields[acc]}"), TimeRemainingColumn())
-        with Progress(*columns, console=console, disable=not sys.stderr.isatty()) as bar:
-            job = bar.add_task(strategy, total=len(problems), acc="-")
-            graded: list[bool] = []
-
-            def progress(record: dict) -> None:
-                if record["correct"] is not None:
-                    graded.append(record["correct"])
-                bar.update(job, advance=1, acc=f"{sum(graded) / len(graded):.3f}" if graded else "-")
-
-            summary = run_problems(problems, the_task, engine, cfg, rundir, progress)
+        summary = execute(cfg, out, overwrite, progress=progress_bar(strategy), device=device, dtype=dtype,
+                          batch_size=batch_size)
     except ValueError as e:
         fail(str(e))
     acc = summary["accuracy"]

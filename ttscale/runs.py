@@ -8,15 +8,18 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, ContextManager, Iterator
 
 from scipy.stats import binomtest
 
 from ttscale import ledger
+from ttscale.backends import load_backend
 from ttscale.backends.base import Backend
 from ttscale.branch import Branch
 from ttscale.rundir import RunDir
 from ttscale.strategy import Strategy
+from ttscale.tasks import load_task
 from ttscale.tasks.base import Problem, Task
 
 
@@ -141,3 +144,22 @@ def run(problems: list[Problem], task: Task, backend: Backend, cfg: RunConfig, r
     summary = summarise([done[i] for i in ids], cfg)
     rundir.write_summary(summary)
     return summary
+
+
+def execute(cfg: RunConfig, out: Path, overwrite: bool = False, backend: Backend | None = None,
+            progress: Callable[[int], ContextManager[Callable[[dict[str, Any]], None]]] | None = None,
+            **backend_options: Any) -> dict[str, Any]:
+    """A whole run: check the output directory, load the task and (unless given) the backend, solve, summarise."""
+    rundir = RunDir(out, cfg.as_dict(), overwrite)
+    task = load_task(cfg.task)
+    problems = task.load(cfg.limit)
+    if not problems:
+        raise ValueError(f"task {cfg.task} has no problems")
+    backend = backend or load_backend(cfg.backend, cfg.model, **backend_options)
+    with (progress or _silent)(len(problems)) as advance:
+        return run(problems, task, backend, cfg, rundir, advance)
+
+
+@contextmanager
+def _silent(total: int) -> Iterator[None]:
+    yield None
