@@ -108,3 +108,26 @@ def test_keeping_the_kv_cache_skips_rebuilds(backend):
         assert r.compute.prefill_tokens > r.compute.prompt_tokens
         assert len(k.generated) == len(r.generated) or k.finish_reason == "eos" or r.finish_reason == "eos"
         assert len(k.cycles) >= 2
+
+
+@pytest.mark.parametrize("family", ["olmoe", "granitemoe"])
+def test_chunked_context_loss_equals_the_full_logits_loss(family, model_dirs):
+    import torch.nn.functional as F
+
+    from ttscale.routing.reroute import context_nll
+
+    backend = HFBackend(str(model_dirs[family]))
+    ids, mask = backend._batch(branches(backend))
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    backend.table.clear(batch=ids.shape[0])
+    backend.table.values.requires_grad_(True)
+    chunked = context_nll(backend.model, ids, mask, position_ids, chunk=3)
+    grad_chunked, = torch.autograd.grad(chunked.sum(), backend.table.values)
+    logits = backend.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits.float()
+    valid = (mask[:, 1:] * mask[:, :-1]).float()
+    ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+    full = (ce * valid).sum(-1) / valid.sum(-1)
+    grad_full, = torch.autograd.grad(full.sum(), backend.table.values)
+    backend.table.values.requires_grad_(False)
+    torch.testing.assert_close(chunked, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad_chunked, grad_full, atol=1e-6, rtol=1e-4)

@@ -158,5 +158,52 @@ def models(model: str = typer.Argument(..., help="Hub id or local directory.")) 
                f"reroute:       supported")
 
 
+@app.command()
+def bench(
+    shape: str = typer.Option("tiny", help="olmoe-1b-7b | qwen1.5-moe-a2.7b | deepseek-v2-lite | tiny."),
+    model: Optional[str] = typer.Option(None, help="Use this hub id's or directory's config instead of a shape."),
+    layers: Optional[int] = typer.Option(None, help="Keep only this many decoder layers."),
+    device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),
+    dtype: Optional[str] = typer.Option(None, help="Default: bf16 on GPU, fp32 on CPU."),
+    batches: str = typer.Option("1,8,32", help="Decode batch sizes, comma-separated."),
+    prompt_tokens: int = typer.Option(512, help="Context length of the prefill and adaptation measurements."),
+    new_tokens: int = typer.Option(512, help="Output length of the strategy comparisons."),
+    decode_tokens: int = typer.Option(64, help="Tokens per decode-speed measurement."),
+    repeats: int = typer.Option(3, help="Timed repeats (median) after one warm-up."),
+    out: Optional[Path] = typer.Option(None, help="Write the results as JSON here."),
+) -> None:
+    """Measure decode speed against the memory-bandwidth floor, adaptation cost and rerouting overhead."""
+    import json
+
+    from rich.table import Table
+
+    from ttscale.bench import BenchConfig, run_bench
+
+    try:
+        sizes = tuple(int(b) for b in batches.split(","))
+        result = run_bench(BenchConfig(shape=shape, model=model, layers=layers, device=device, dtype=dtype,
+                                       batches=sizes, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+                                       decode_tokens=decode_tokens, repeats=repeats))
+    except ValueError as e:
+        fail(str(e))
+    table = Table("measurement", "value", title=f"{result['model']['family']} shape {model or shape} on "
+                  f"{result['device']} ({result['model']['active_params']:,} active params)")
+    table.add_row("copy bandwidth", f"{result['copy_bandwidth_gb_s']:.1f} GB/s")
+    table.add_row(f"prefill ({prompt_tokens} tokens)", f"{result['prefill_tok_s']:.0f} tok/s")
+    for d in result["decode"]:
+        table.add_row(f"decode, batch {d['batch']}", f"{d['tok_s']:.0f} tok/s = {d['tok_s'] / d['floor_tok_s']:.1%} "
+                      f"of the {d['floor_tok_s']:.0f} tok/s floor")
+    for batch in (1, 8):
+        table.add_row(f"adaptation step, batch {batch}, {prompt_tokens} tokens",
+                      f"{result[f'adapt_step_s_batch{batch}'] * 1000:.1f} ms")
+    for name, seconds in result["strategy_seconds"].items():
+        table.add_row(f"{name}, {new_tokens} new tokens", f"{seconds:.2f} s")
+    table.add_row("reroute / greedy", f"{result['reroute_over_greedy']:.2f}x")
+    table.add_row("reroute+sc@8 / sc@8", f"{result['reroute_sc_over_sc']:.2f}x")
+    Console().print(table)
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 if __name__ == "__main__":
     app()

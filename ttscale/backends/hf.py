@@ -55,25 +55,35 @@ class _Kept:
 class HFBackend:
     def __init__(self, model: str, device: str | None = None, dtype: str | None = None, batch_size: int = 32,
                  experts_implementation: str | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.type == "cuda"
-                                                           else torch.float32)
+        """Load a hub id or local directory (cuda when available, bf16 there; else cpu and fp32)."""
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
         options = {"experts_implementation": experts_implementation} if experts_implementation else {}
         if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
             raise ValueError(f"model directory not found: {model}")
         hf_logging.disable_progress_bar()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **options)
+            tokenizer = AutoTokenizer.from_pretrained(model)
+            loaded = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **options)
         except (OSError, ValueError) as e:
             raise ValueError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
-        self.model.to(self.device).eval().requires_grad_(False)
-        self.table = DeltaTable(self.model)
-        self.batch_size = batch_size
-        self.name = model
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.eos_ids = _eos_ids(self.model, self.tokenizer)
-        self.info = model_info(self.model, self.table)
+        self._attach(loaded.to(device), tokenizer, batch_size, model)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, batch_size: int = 32, name: str = "in-memory") -> HFBackend:
+        """A backend over a model already built (benchmarks, notebooks)."""
+        backend = cls.__new__(cls)
+        backend._attach(model, tokenizer, batch_size, name)
+        return backend
+
+    def _attach(self, model, tokenizer, batch_size: int, name: str) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer, self.batch_size, self.name = tokenizer, batch_size, name
+        self.device = next(model.parameters()).device
+        self.table = DeltaTable(model)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.info = model_info(model, self.table)
         self._kept: _Kept | None = None
 
     # --- branches ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ttscale.branch import DeltaState
 from ttscale.routing.deltas import DeltaTable, RoutingRecord
@@ -91,12 +92,29 @@ def optimizer_step(state: DeltaState, grad: Tensor, mask: Tensor, lr: Tensor, cf
     state.delta -= torch.where(m3, step, 0.0)
 
 
-def row_nll(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """`[B]`: each row's mean next-token cross-entropy over its own (unpadded) tokens."""
+def context_nll(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
+                chunk: int = 512) -> Tensor:
+    """`[B]`: each row's mean next-token cross-entropy over its own (unpadded) tokens.
+
+    Logits are computed from the final hidden states `chunk` positions at a time under activation
+    checkpointing, so the float32 full-vocabulary logits of the whole context never exist at once.
+    """
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False).last_hidden_state[:, :-1]
+    head, scale = model.get_output_embeddings(), getattr(model.config, "logits_scaling", 1.0)
     targets = input_ids[:, 1:]
     valid = (attention_mask[:, 1:] * attention_mask[:, :-1]).float()
-    ce = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
-    return (ce * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+    total = hidden.new_zeros(input_ids.shape[0], dtype=torch.float32)
+    for start in range(0, targets.shape[1], chunk):
+        part = slice(start, start + chunk)
+        ce = checkpoint(_token_ce, head, hidden[:, part], targets[:, part], scale, use_reentrant=False)
+        total = total + (ce * valid[:, part]).sum(-1)
+    return total / valid.sum(-1).clamp(min=1)
+
+
+def _token_ce(head: nn.Module, hidden: Tensor, targets: Tensor, scale: float) -> Tensor:
+    logits = head(hidden).float() / scale
+    return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
 
 
 def adapt_rows(model: nn.Module, table: DeltaTable, input_ids: Tensor, attention_mask: Tensor,
@@ -111,9 +129,7 @@ def adapt_rows(model: nn.Module, table: DeltaTable, input_ids: Tensor, attention
     try:
         for step in range(cfg.steps):
             table.record = RoutingRecord() if step == 0 else None
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                           use_cache=False).logits
-            nll = row_nll(logits, input_ids, attention_mask)
+            nll = context_nll(model, input_ids, attention_mask, position_ids)
             (grad,) = torch.autograd.grad(nll.sum(), table.values)
             losses.append(nll.detach())
             if step == 0:
