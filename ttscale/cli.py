@@ -48,7 +48,7 @@ def main() -> None:
 @app.command()
 def run(
     model: Optional[str] = typer.Option(None, help="Hub id or local directory of a transformers MoE model."),
-    task: Optional[str] = typer.Option(None, help="Task name or a JSONL file of {id, prompt, answer} objects."),
+    task: Optional[str] = typer.Option(None, help="gsm8k, math500, humaneval, mbpp, mmlu, arc, or a JSONL file of {id, prompt, answer}."),
     strategy: str = typer.Option("greedy", help="Strategy spec, e.g. reroute+sc, sc, bon, beam, reroute, greedy."),
     n: int = typer.Option(1, help="Samples per problem."),
     limit: Optional[int] = typer.Option(None, help="Solve at most this many problems."),
@@ -66,7 +66,8 @@ def run(
     from ttscale.runs import RunConfig, execute
 
     if model is None or task is None:
-        fail("pass --model (hub id or local directory of an MoE model) and --task (a .jsonl file); "
+        fail("pass --model (hub id or local directory of an MoE model) and --task (gsm8k, math500, humaneval, "
+             "mbpp, mmlu, arc or a .jsonl file); "
              "the bundled demo model and task are not available yet")
     try:
         cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,
@@ -82,6 +83,28 @@ def run(
 
 
 @app.command()
+def grade(
+    task: str = typer.Option(..., help="Task name (gsm8k, math500, humaneval, mbpp, mmlu, arc) or a .jsonl file."),
+    answers: Path = typer.Option(..., help="JSONL with one {\"id\", \"completion\"} per line."),
+    out: Optional[Path] = typer.Option(None, help="Write per-item results (id, prediction, gold, correct) here."),
+) -> None:
+    """Grade completions produced by any tool with the task's grader (code runs in the sandbox)."""
+    import json
+
+    from ttscale.tasks.grade import grade_answers
+
+    try:
+        results = grade_answers(task, answers)
+    except ValueError as e:
+        fail(str(e))
+    graded = [r["correct"] for r in results if r["correct"] is not None]
+    if out:
+        out.write_text("".join(json.dumps(r) + "\n" for r in results))
+    shown = f"{sum(graded) / len(graded):.3f}" if graded else "n/a"
+    typer.echo(f"{task}: {sum(graded)}/{len(graded)} correct, accuracy {shown}")
+
+
+@app.command()
 def strategies() -> None:
     """List generators, searches and named presets with their settings (defaults after presets)."""
     from rich.table import Table
@@ -90,9 +113,9 @@ def strategies() -> None:
     from ttscale.spec import GENERATORS, named_presets, parse_spec, resolve_settings
 
     table = Table("component", "kind", "settings")
-    for name, kind in [("sample", "shared sampling"), *((g, "generator") for g in GENERATORS),
+    for name, kind in [("sample", "shared sampling"), ("task", "task settings"), *((g, "generator") for g in GENERATORS),
                        *((s, "search") for s in SEARCHES)]:
-        settings = resolve_settings(parse_spec(name if name != "sample" else "greedy")[0])[name]
+        settings = resolve_settings(parse_spec(name if name in (*GENERATORS, *SEARCHES) else "greedy")[0])[name]
         table.add_row(name, kind, "\n".join(f"{name}.{k} = {v!r}" for k, v in settings.__dict__.items()) or "-")
     for name, spec in named_presets().items():
         table.add_row(name, "preset", spec)

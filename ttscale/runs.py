@@ -151,7 +151,7 @@ def execute(cfg: RunConfig, out: Path, overwrite: bool = False, backend: Backend
             **backend_options: Any) -> dict[str, Any]:
     """A whole run: check the output directory, load the task and (unless given) the backend, solve, summarise."""
     rundir = RunDir(out, cfg.as_dict(), overwrite)
-    task = load_task(cfg.task)
+    task = load_task(cfg.task, cfg.plan.settings["task"])
     problems = task.load(cfg.limit)
     if not problems:
         raise ValueError(f"task {cfg.task} has no problems")

