@@ -187,3 +187,23 @@ def test_more_bad_inputs_get_one_line_errors(model_dirs, task_file, tmp_path):
         done = ttscale("run", *args, "--out", str(tmp_path / "out"))
         assert done.returncode == 2, (args, done.stderr)
         assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_paper_table_and_compare_recipes_run_on_tiny_models(model_dirs, tmp_path):
+    recipes = os.path.join(os.path.dirname(__file__), "..", "recipes")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    out = tmp_path / "paper"
+    done = subprocess.run([sys.executable, os.path.join(recipes, "paper_table.py"), "--models",
+                           str(model_dirs["olmoe"]), str(model_dirs["deepseek_v2"]), "--tasks", "gsm8k", "mmlu",
+                           "--limit", "2", "--sc", "2", "--out", str(out), "--set", "sample.max_new_tokens=6"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    table = (out / "paper_table.md").read_text().splitlines()
+    assert len(table) == 2 + 4 and all(row.count("|") == 3 + 6 for row in table[2:])
+    assert len(list(out.glob("*/*/*/records.jsonl"))) == 2 * 2 * 4
+    compare = tmp_path / "compare"
+    done = subprocess.run([sys.executable, os.path.join(recipes, "compare_strategies.py"), "--model",
+                           str(model_dirs["olmoe"]), "--task", "arc", "--limit", "2", "--n", "2", "--out", str(compare),
+                           "--set", "sample.max_new_tokens=6"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (compare / "curve.png").exists() and (compare / "report.md").read_text().count("\n") == 2 + 4
