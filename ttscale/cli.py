@@ -47,8 +47,10 @@ def main() -> None:
 
 @app.command()
 def run(
-    model: Optional[str] = typer.Option(None, help="Hub id or local directory of a transformers MoE model."),
-    task: Optional[str] = typer.Option(None, help="gsm8k, math500, humaneval, mbpp, mmlu, arc, or a JSONL file of {id, prompt, answer}."),
+    model: Optional[str] = typer.Option(None, help="Hub id or local directory of a transformers MoE model "
+                                        "(default: the bundled demo MoE)."),
+    task: Optional[str] = typer.Option(None, help="demo (default), demo-shift, gsm8k, math500, humaneval, mbpp, mmlu, "
+                                       "arc, or a JSONL file of {id, prompt, answer}."),
     strategy: str = typer.Option("greedy", help="Strategy spec, e.g. reroute+sc, sc, bon, beam, reroute, greedy."),
     n: int = typer.Option(1, help="Samples per problem."),
     limit: Optional[int] = typer.Option(None, help="Solve at most this many problems."),
@@ -63,12 +65,12 @@ def run(
     overwrite: bool = typer.Option(False, help="Replace a different run's records in --out (same config: resumes)."),
 ) -> None:
     """Solve a task's problems with a strategy and write one record per problem."""
+    from ttscale.demo import DEMO_MODEL, DEMO_TASK
     from ttscale.runs import RunConfig, execute
 
-    if model is None or task is None:
-        fail("pass --model (hub id or local directory of an MoE model) and --task (gsm8k, math500, humaneval, "
-             "mbpp, mmlu, arc or a .jsonl file); "
-             "the bundled demo model and task are not available yet")
+    if model is None and not DEMO_MODEL.is_dir():
+        fail("the bundled demo model is missing from this installation; pass --model")
+    model, task = model or str(DEMO_MODEL), task or DEMO_TASK
     try:
         cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,
                         overrides=list(set_), save_deltas=save_deltas)

@@ -49,7 +49,7 @@ class RunConfig:
 def solve(problem: Problem, task: Task, backend: Backend, cfg: RunConfig) -> dict[str, Any]:
     """Run the strategy on one problem and return its record."""
     start = time.perf_counter()
-    outcome = cfg.plan.solve(problem, task, backend, seed=cfg.seed)
+    outcome = cfg.plan.solve(problem, task, backend, seed=cfg.seed, stop=getattr(task, "stop", ()))
     compute = ledger.as_record(ledger.total(b.compute for b in outcome.spent), backend.info)
     compute["seconds"]["total"] = round(time.perf_counter() - start, 6)
     samples = [sample_record(b, answer, backend, cfg.save_deltas) for b, answer in zip(outcome.samples, outcome.answers)]

@@ -121,6 +121,8 @@ class HFBackend:
                max_new_tokens: int | None = None, stop: Sequence[str] = (), keep_cache: bool = False,
                step_end: str | None = None) -> list[Branch]:
         params = [sampling] * len(branches) if isinstance(sampling, Sampling) else list(sampling)
+        if not keep_cache:
+            self._kept = None
         todo = [_Row(b, p, min(p.max_new_tokens - len(b.generated), max_new_tokens or p.max_new_tokens),
                      len(b.generated)) for b, p in zip(branches, params) if not b.finished]
         for row in todo:

@@ -16,6 +16,7 @@ class Problem:
 
 class Task(Protocol):
     name: str
+    # optional: `stop`, strings that end a completion (e.g. the demo tasks' newline)
 
     def load(self, limit: int | None = None) -> list[Problem]:
         """The task's problems (offline fallbacks included), at most `limit`."""
