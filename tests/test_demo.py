@@ -53,11 +53,15 @@ def test_domain_solutions_are_correct():
         assert solution.endswith("= " + "".join(c * 2 for c in reversed(question.split()[1])))
 
 
-def test_mini_training_run_produces_a_loadable_moe(tmp_path):
+def test_mini_training_run_is_deterministic_and_produces_a_loadable_moe(tmp_path):
+    def train(out):
+        done = subprocess.run([sys.executable, os.path.join(RECIPES, "train_demo_model.py"), "--steps", "3",
+                               "--batch", "4", "--out", str(out)], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return (out / "model.safetensors").read_bytes()
+
     out = tmp_path / "mini"
-    done = subprocess.run([sys.executable, os.path.join(RECIPES, "train_demo_model.py"), "--steps", "3", "--batch",
-                           "4", "--out", str(out)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    assert train(out) == train(tmp_path / "again")
     from ttscale.backends.hf import HFBackend
 
     backend = HFBackend(str(out))

@@ -26,7 +26,7 @@ class Strategy:
     generator: PlainGenerator
     search: Any
     spec: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)    # the sections this strategy uses
 
     @classmethod
     def from_spec(cls, text: str, n: int = 1, overrides: Iterable[str] = (), presets: Path | None = None) -> Strategy:
@@ -36,7 +36,8 @@ class Strategy:
         settings = resolve_settings(spec, overrides, named, presets)
         generator = RerouteGenerator(settings["reroute"]) if spec.generator == "reroute" else PlainGenerator()
         search = SEARCHES[spec.search](settings[spec.search], n, settings["sample"])
-        return cls(generator, search, text, settings)
+        used = ("sample", "task", *(("reroute",) if spec.generator == "reroute" else ()), spec.search)
+        return cls(generator, search, text, {name: settings[name] for name in used})
 
     def solve(self, problem: Problem, task: Task, backend: Backend, seed: int = 0, stop: Sequence[str] = ()) -> Outcome:
         return self.search.solve(Context(problem, task, backend, self.generator, seed, stop))

@@ -33,7 +33,7 @@ class RerouteConfig:
     steps: int = 5
     interval: int = 128                # generated tokens between adaptations
     ratio: float = 0.25                # share of MoE layers adapted (hard selections)
-    select: str = "uncertain"          # uncertain | confident | all | soft
+    select: str = "confident"          # confident | uncertain | all | soft (docs/evidence.md)
     optimizer: str = "adam"            # adam | sgd
     kv: str = "recompute"              # recompute | keep: the KV cache after an adaptation
     keep_optimizer: bool = False       # carry Adam's moments across phases
