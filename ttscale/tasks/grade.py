@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ def read_answers(path: Path) -> list[dict[str, Any]]:
 
 def grade_answers(task_name: str, answers_file: Path) -> list[dict[str, Any]]:
     """One result per answer: its extracted prediction and whether it is correct (code runs sandboxed)."""
-    task = load_task(task_name)
     answers = read_answers(answers_file)
+    task = load_task(task_name)
     problems = {p.id: p for p in task.load()}
     unknown = [a["id"] for a in answers if a["id"] not in problems]
     if unknown:
@@ -43,3 +44,20 @@ def grade_answers(task_name: str, answers_file: Path) -> list[dict[str, Any]]:
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         return list(pool.map(one, answers))
+
+
+def grade_command(task: str, answers: Path, out: Path | None = None) -> int:
+    """`ttscale grade`: grade, write per-item results to `out` (JSONL) if given, print the accuracy.
+    Returns the exit code: 0, or 2 after a one-line message on bad input."""
+    try:
+        results = grade_answers(task, Path(answers))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("".join(json.dumps(r) + "\n" for r in results))
+    graded = [r["correct"] for r in results if r["correct"] is not None]
+    accuracy = f"{sum(graded) / len(graded):.3f}" if graded else "n/a"
+    print(f"{task}: {sum(graded)}/{len(graded)} correct, accuracy {accuracy}")
+    return 0

