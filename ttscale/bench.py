@@ -107,12 +107,8 @@ def copy_bandwidth(device: torch.device, megabytes: int = 256) -> float:
 
 def step_bytes(backend: HFBackend, batch: int) -> float:
     """Weight bytes one decode step reads at this batch size (expected distinct experts per layer)."""
-    model, info = backend.model, backend.info
-    element = next(model.parameters()).element_size()
-    experts = 0
-    for site in backend.table.sites:
-        module = getattr(model.get_submodule(site.name.rsplit(".", 1)[0]), "experts", None)
-        experts += sum(p.numel() for p in module.parameters()) if module is not None else 0
+    info, experts = backend.info, backend.info.routed_expert_params
+    element = next(backend.model.parameters()).element_size()
     hit = 1 - (1 - info.top_k / info.n_experts) ** batch
     return element * (info.total_params - info.embedding_params - experts + experts * hit)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol, Sequence
 
 import torch
 
+from ttscale.backends.base import check_local_dir
 from ttscale.branch import Branch
 from ttscale.tasks.base import Problem, Task
 
@@ -44,8 +44,7 @@ class RewardModel:
 
         if not model:
             raise ValueError("the rm scorer needs a reward model: --set <search>.reward_model=HUB_ID_OR_DIR")
-        if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
-            raise ValueError(f"reward model directory not found: {model}")
+        check_local_dir(model, "reward model")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         try:

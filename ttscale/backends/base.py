@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, Sequence
 
 from ttscale.backends.sampling import Sampling
@@ -19,9 +20,16 @@ class ModelInfo:
     top_k: int
     total_params: int
     active_params: int               # parameters one token touches (top-k of the routed experts)
+    routed_expert_params: int        # all routed experts of all MoE layers
     embedding_params: int            # untied input embeddings: a lookup, no FLOPs
     vocab_size: int
     attention_flops_per_pair: int    # QK^T and AV FLOPs of one (query, key) pair, all layers
+
+
+def check_local_dir(model: str, what: str = "model") -> None:
+    """A path-like name that is not a directory is a clear error, not a hub lookup."""
+    if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
+        raise ValueError(f"{what} directory not found: {model}")
 
 
 class Backend(Protocol):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -18,7 +17,7 @@ from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
-from ttscale.backends.base import ModelInfo
+from ttscale.backends.base import ModelInfo, check_local_dir
 from ttscale.backends.sampling import Sampling, sample, uniform
 from ttscale.branch import Branch, Cycle, DeltaState
 from ttscale.routing.deltas import DeltaTable, RoutingRecord
@@ -59,8 +58,7 @@ class HFBackend:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
         options = {"experts_implementation": experts_implementation} if experts_implementation else {}
-        if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
-            raise ValueError(f"model directory not found: {model}")
+        check_local_dir(model)
         hf_logging.disable_progress_bar()
         try:
             tokenizer = AutoTokenizer.from_pretrained(model)
@@ -273,8 +271,7 @@ _STOP_WINDOW = 32   # generated tokens decoded to look for a stop string
 
 def describe_model(model: str) -> tuple[ModelInfo | None, str | None]:
     """A model's MoE facts from its config alone (no weights loaded), or why reroute cannot run on it."""
-    if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
-        raise ValueError(f"model directory not found: {model}")
+    check_local_dir(model)
     try:
         config = AutoConfig.from_pretrained(model)
     except (OSError, ValueError) as e:
@@ -312,11 +309,10 @@ def _eos_ids(model, tokenizer) -> set[int]:
 def model_info(model, table: DeltaTable) -> ModelInfo:
     total = sum(p.numel() for p in model.parameters())
     top_k, n_experts = table.sites[0].router.top_k, table.num_experts
-    inactive = 0
+    routed = 0
     for site in table.sites:
         experts = getattr(model.get_submodule(site.name.rsplit(".", 1)[0]), "experts", None)
-        if experts is not None:
-            inactive += sum(p.numel() for p in experts.parameters()) * (n_experts - top_k) // n_experts
+        routed += sum(p.numel() for p in experts.parameters()) if experts is not None else 0
     embedding, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     config = model.config
     heads = config.num_attention_heads
@@ -324,6 +320,7 @@ def model_info(model, table: DeltaTable) -> ModelInfo:
     qk_dim = getattr(config, "qk_head_dim", None) or head_dim
     v_dim = getattr(config, "v_head_dim", None) or head_dim
     return ModelInfo(family=table.family, n_layers=config.num_hidden_layers, moe_layers=tuple(table.layers),
-                     n_experts=n_experts, top_k=top_k, total_params=total, active_params=total - inactive,
+                     n_experts=n_experts, top_k=top_k, total_params=total,
+                     active_params=total - routed * (n_experts - top_k) // n_experts, routed_expert_params=routed,
                      embedding_params=0 if embedding is head else embedding.numel(), vocab_size=config.vocab_size,
                      attention_flops_per_pair=2 * heads * (qk_dim + v_dim) * config.num_hidden_layers)
