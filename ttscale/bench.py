@@ -50,6 +50,7 @@ class BenchConfig:
     layers: int | None = None            # keep only this many decoder layers (small CPU runs)
     device: str | None = None
     dtype: str | None = None
+    decode: str = "auto"                 # HFBackend decode mode (auto: compiled on CUDA, dynamic on CPU)
     batches: tuple[int, ...] = (1, 8, 32)
     prompt_tokens: int = 512             # context of the prefill and adaptation measurements
     new_tokens: int = 512                # output length of the strategy comparisons
@@ -75,7 +76,7 @@ def build_backend(cfg: BenchConfig) -> HFBackend:
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     backend = HFBackend.from_model(model, tiny_tokenizer(chat_template=False), batch_size=max(cfg.batches),
-                                   name=cfg.model or cfg.shape)
+                                   name=cfg.model or cfg.shape, decode=cfg.decode)
     backend.eos_ids = set()                   # random weights: fixed-length outputs
     return backend
 
@@ -125,7 +126,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     device, info = backend.device, backend.info
     out: dict[str, Any] = {"config": asdict(cfg), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
                            else "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-                           "model": asdict(info)}
+                           "model": asdict(info), "decode_mode": backend.decode,
+                           "attention": backend.model.config._attn_implementation,
+                           "experts": getattr(backend.model.config, "_experts_implementation", None)}
     bandwidth = copy_bandwidth(device)
     out["copy_bandwidth_gb_s"] = bandwidth / 1e9
 

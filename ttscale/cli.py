@@ -62,6 +62,8 @@ def run(
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),
     dtype: Optional[str] = typer.Option(None, help="bfloat16 | float16 | float32 (default: bf16 on GPU, fp32 on CPU)."),
     batch_size: int = typer.Option(32, help="Branches per forward batch."),
+    decode: str = typer.Option("auto", help="hf decode loop: dynamic (growing cache), static (bucketed static "
+                               "caches), compiled (static + torch.compile/CUDA graphs); auto: compiled on CUDA."),
     overwrite: bool = typer.Option(False, help="Replace a different run's records in --out (same config: resumes)."),
 ) -> None:
     """Solve a task's problems with a strategy and write one record per problem."""
@@ -75,7 +77,7 @@ def run(
         cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,
                         overrides=list(set_), save_deltas=save_deltas)
         summary = execute(cfg, out, overwrite, progress=progress_bar(strategy), device=device, dtype=dtype,
-                          batch_size=batch_size)
+                          batch_size=batch_size, decode=decode)
     except ValueError as e:
         fail(str(e))
     acc = summary["accuracy"]
@@ -180,6 +182,7 @@ def bench(
     layers: Optional[int] = typer.Option(None, help="Keep only this many decoder layers."),
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),
     dtype: Optional[str] = typer.Option(None, help="Default: bf16 on GPU, fp32 on CPU."),
+    decode: str = typer.Option("auto", help="dynamic | static | compiled (auto: compiled on CUDA, dynamic on CPU)."),
     batches: str = typer.Option("1,8,32", help="Decode batch sizes, comma-separated."),
     prompt_tokens: int = typer.Option(512, help="Context length of the prefill and adaptation measurements."),
     new_tokens: int = typer.Option(512, help="Output length of the strategy comparisons."),
@@ -197,12 +200,13 @@ def bench(
     try:
         sizes = tuple(int(b) for b in batches.split(","))
         result = run_bench(BenchConfig(shape=shape, model=model, layers=layers, device=device, dtype=dtype,
-                                       batches=sizes, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+                                       decode=decode, batches=sizes, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
                                        decode_tokens=decode_tokens, repeats=repeats))
     except ValueError as e:
         fail(str(e))
     table = Table("measurement", "value", title=f"{result['model']['family']} shape {model or shape} on "
-                  f"{result['device']} ({result['model']['active_params']:,} active params)")
+                  f"{result['device']} ({result['model']['active_params']:,} active params, "
+                  f"{result['decode_mode']} decode, {result['experts']} experts)")
     table.add_row("copy bandwidth", f"{result['copy_bandwidth_gb_s']:.1f} GB/s")
     table.add_row(f"prefill ({prompt_tokens} tokens)", f"{result['prefill_tok_s']:.0f} tok/s")
     for d in result["decode"]:

@@ -14,10 +14,11 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from ttscale.backends.base import ModelInfo, check_local_dir
+from ttscale.backends.kv import DynamicRun, StaticKV, StaticRun, supports_static
 from ttscale.backends.sampling import Sampling, sample, uniform
 from ttscale.branch import Branch, Cycle, DeltaState
 from ttscale.routing.deltas import DeltaTable, RoutingRecord
@@ -46,14 +47,13 @@ class _Row:
 @dataclass
 class _Kept:
     """A decode batch's KV cache, kept so the same branches can continue on it (`kv=keep`)."""
-    cache: DynamicCache
-    attention_mask: Tensor
+    run: DynamicRun
     keys: list[tuple[int, int]]      # (branch id, context length) per row
 
 
 class HFBackend:
     def __init__(self, model: str, device: str | None = None, dtype: str | None = None, batch_size: int = 32,
-                 experts_implementation: str | None = None):
+                 experts_implementation: str | None = None, decode: str = "auto"):
         """Load a hub id or local directory (cuda when available, bf16 there; else cpu and fp32)."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -65,16 +65,17 @@ class HFBackend:
             loaded = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **options)
         except (OSError, ValueError) as e:
             raise ValueError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
-        self._attach(loaded.to(device), tokenizer, batch_size, model)
+        self._attach(loaded.to(device), tokenizer, batch_size, model, decode)
 
     @classmethod
-    def from_model(cls, model, tokenizer, batch_size: int = 32, name: str = "in-memory") -> HFBackend:
+    def from_model(cls, model, tokenizer, batch_size: int = 32, name: str = "in-memory",
+                   decode: str = "auto") -> HFBackend:
         """A backend over a model already built (benchmarks, notebooks)."""
         backend = cls.__new__(cls)
-        backend._attach(model, tokenizer, batch_size, name)
+        backend._attach(model, tokenizer, batch_size, name, decode)
         return backend
 
-    def _attach(self, model, tokenizer, batch_size: int, name: str) -> None:
+    def _attach(self, model, tokenizer, batch_size: int, name: str, decode: str) -> None:
         self.model = model.eval().requires_grad_(False)
         self.tokenizer, self.batch_size, self.name = tokenizer, batch_size, name
         self.device = next(model.parameters()).device
@@ -83,6 +84,9 @@ class HFBackend:
         self.eos_ids = _eos_ids(model, tokenizer)
         self.info = model_info(model, self.table)
         self._kept: _Kept | None = None
+        self.decode = _decode_mode(decode, self.device, model)
+        self.static = None if self.decode == "dynamic" else StaticKV(
+            model, _compile_options(self.device) if self.decode == "compiled" else None)
 
     # --- branches ---------------------------------------------------------------------------
 
@@ -137,13 +141,14 @@ class HFBackend:
         branches = [row.branch for row in rows]
         self.table.load(self._stacked(branches).delta)
         start = time.perf_counter()
-        logits, cache, mask = self._resume(branches) if keep_cache else (None, None, None)
-        if logits is None:
-            logits, cache, mask = self._prefill(branches)
+        run = self._resume(branches) if keep_cache else None
+        if run is None:
+            run = self._prefill(branches, static=not keep_cache, new_tokens=max(row.budget for row in rows))
+        logits = run.logits
         _share(branches, "prefill", time.perf_counter() - start)
         while rows:
             start, step_rows = time.perf_counter(), [row.branch for row in rows]
-            tokens, logprobs = sample(logits[:, -1], [row.params for row in rows],
+            tokens, logprobs = sample(logits, [row.params for row in rows],
                                       [uniform(b.seed, len(b.generated)) for b in step_rows])
             for row, tok, lp in zip(rows, tokens.tolist(), logprobs.tolist()):
                 row.append(tok, lp)
@@ -151,19 +156,14 @@ class HFBackend:
             stay = [i for i, row in enumerate(rows) if not row.done]
             if not stay and keep_cache:   # the chunk is done: keep the unfinished rows' cache
                 kept = [i for i, row in enumerate(rows) if not row.branch.finished]
-                cache.batch_select_indices(torch.tensor(kept, dtype=torch.long, device=self.device))
-                self._kept = _Kept(cache, mask[kept], [(rows[i].branch.id, len(rows[i].branch.tokens)) for i in kept])
+                run.select(kept)
+                self._kept = _Kept(run, [(rows[i].branch.id, len(rows[i].branch.tokens)) for i in kept])
             if len(stay) < len(rows):     # finished, paused or out of budget: leave the batch
-                index = torch.tensor(stay, dtype=torch.long, device=self.device)
                 if stay:
-                    cache.batch_select_indices(index)
-                    self.table.load(self._stacked([rows[i].branch for i in stay]).delta)
-                mask, tokens, rows = mask[index], tokens[index], [rows[i] for i in stay]
+                    run.select(stay)
+                tokens, rows = tokens[stay], [rows[i] for i in stay]
             if rows:
-                mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-                logits = self.model(input_ids=tokens[:, None], attention_mask=mask,
-                                    position_ids=mask.sum(-1, keepdim=True) - 1, past_key_values=cache,
-                                    use_cache=True).logits
+                logits = run.step(tokens)
             _share(step_rows, "decode", time.perf_counter() - start)
         for b in branches:
             self._set_text(b, stop)
@@ -207,14 +207,15 @@ class HFBackend:
                 b.compute.attention_pairs_backward += pairs
         return list(branches)
 
-    def _prefill(self, rows: list[Branch]) -> tuple[Tensor, DynamicCache, Tensor]:
+    def _prefill(self, rows: list[Branch], static: bool, new_tokens: int) -> DynamicRun | StaticRun:
         ids, mask = self._batch(rows)
         self.table.record = RoutingRecord()
         try:
-            cache = DynamicCache(config=self.model.config)
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits
-            _, entropy = self.table.record.per_row(mask)
+            if static and self.static is not None:
+                run = StaticRun(self.static, self.table, ids, mask, new_tokens)
+            else:
+                run = DynamicRun(self.model, self.table, ids, mask)
+            _, entropy = self.table.record.per_row(run.prefill_mask)
         finally:
             self.table.record = None
         for b, ent in zip(rows, entropy.mean(-1).tolist()):
@@ -224,24 +225,22 @@ class HFBackend:
             b.compute.attention_pairs_forward += _triangle(len(b.tokens))
             if b.cycles and b.cycles[-1].entropy_after is None:
                 b.cycles[-1].entropy_after = ent
-        return logits, cache, mask
+        return run
 
-    def _resume(self, rows: list[Branch]):
+    def _resume(self, rows: list[Branch]) -> DynamicRun | None:
         """Continue on the kept cache when it holds exactly these branches' contexts but their last token."""
         kept, self._kept = self._kept, None
         if kept is None:
-            return None, None, None
+            return None
         where = {key: i for i, key in enumerate(kept.keys)}
         index = [where.get((b.id, len(b.tokens))) for b in rows]
         if None in index:
-            return None, None, None
-        index = torch.tensor(index, device=self.device)
-        kept.cache.batch_select_indices(index)
-        mask = torch.cat([kept.attention_mask[index], kept.attention_mask.new_ones(len(rows), 1)], dim=1)
-        last = torch.tensor([b.tokens[-1] for b in rows], device=self.device)[:, None]
-        logits = self.model(input_ids=last, attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
-                            past_key_values=kept.cache, use_cache=True).logits
-        return logits, kept.cache, mask
+            return None
+        run = kept.run
+        run.select(index)
+        self.table.load(self._stacked(rows).delta)
+        run.logits = run.step(torch.tensor([b.tokens[-1] for b in rows], device=self.device))
+        return run
 
     def _check_finished(self, row: _Row, token: int, stop: tuple[str, ...], step_end: str | None) -> None:
         """Finish the branch on EOS, a stop string or its length cap; pause it at the end of a step."""
@@ -267,6 +266,25 @@ class HFBackend:
 
 
 _STOP_WINDOW = 32   # generated tokens decoded to look for a stop string
+
+DECODE_MODES = ("auto", "dynamic", "static", "compiled")
+
+
+def _decode_mode(decode: str, device: torch.device, model) -> str:
+    """`auto` is `compiled` on CUDA (when the model allows static caches) and `dynamic` elsewhere."""
+    if decode not in DECODE_MODES:
+        raise ValueError(f"unknown decode mode {decode!r}; choose one of {', '.join(DECODE_MODES)}")
+    if decode == "auto":
+        return "compiled" if device.type == "cuda" and supports_static(model) else "dynamic"
+    if decode != "dynamic" and not supports_static(model):
+        raise ValueError(f"decode={decode!r} needs full attention in every layer; use decode='dynamic'")
+    return decode
+
+
+def _compile_options(device: torch.device) -> dict:
+    """torch.compile settings of the static decode step: one CUDA graph per shape on GPU, inductor elsewhere."""
+    options = dict(fullgraph=True, dynamic=False)
+    return options | {"mode": "reduce-overhead"} if device.type == "cuda" else options
 
 
 def describe_model(model: str) -> tuple[ModelInfo | None, str | None]:

@@ -3,8 +3,8 @@
 `DeltaTable.values[slot, row, expert]` (float32) holds one delta vector per MoE layer (slot) and
 batch row. Each router's forward is replaced by: logits from the family's rule, plus the row's delta
 (routers see tokens flattened row-major, `[B*T, H]`), then the family's routing. The table is one
-persistent tensor updated in place, so static caches, `torch.compile` and CUDA graphs keep working;
-it is reallocated only when the batch size changes.
+persistent tensor per batch size, updated in place, so static caches, `torch.compile` and CUDA graphs
+keep working: a batch size seen before gets its old buffer back.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class DeltaTable:
         self.num_experts = self.sites[0].num_experts
         device = self.sites[0].router.weight.device
         self.values = torch.zeros(len(self.sites), 1, self.num_experts, device=device)
+        self._buffers = {1: self.values}          # batch size -> its persistent buffer
         self.trainable: set[int] | None = None    # slots that take gradient; None: all of them
         self.record: RoutingRecord | None = None  # when set, routers write their statistics into it
         for slot, site in enumerate(self.sites):
@@ -56,10 +57,12 @@ class DeltaTable:
         return self.sites[0].rule.family
 
     def load(self, rows: Tensor) -> None:
-        """Set the deltas from `[B, L, E]` (one row per branch), in place when the batch size is unchanged."""
+        """Set the deltas from `[B, L, E]` (one row per branch), in place in the buffer of batch size B."""
         rows = rows.to(self.values.device, torch.float32).transpose(0, 1)
-        if rows.shape != self.values.shape:
-            self.values = torch.zeros(rows.shape, device=rows.device)
+        batch = rows.shape[1]
+        if batch not in self._buffers:
+            self._buffers[batch] = torch.zeros(rows.shape, device=rows.device)
+        self.values = self._buffers[batch]
         with torch.no_grad():
             self.values.copy_(rows)
 
