@@ -8,6 +8,29 @@ import torch
 torch.set_num_threads(2)
 
 
+def _import_torchvision() -> None:
+    """CI installs PyPI's torchvision (a CUDA build) beside CPU torch, for sglang's imports
+    (tests/test_sglang_conformance.py). Its C ops cannot load there, and `import torchvision` (which
+    transformers and sglang both do) registers fakes for two of them and fails. Declaring those two
+    schemas lets it import; no test runs a torchvision op."""
+    import sys
+
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        return
+    except RuntimeError:
+        for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+            del sys.modules[name]
+        for op in ("nms", "qnms"):
+            if not hasattr(torch.ops.torchvision, op):
+                torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import torchvision  # noqa: F401
+
+
+_import_torchvision()
+
+
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory):
     """family -> directory of a saved tiny random model, built once per test session."""

@@ -131,3 +131,17 @@ def test_chunked_context_loss_equals_the_full_logits_loss(family, model_dirs):
     backend.table.values.requires_grad_(False)
     torch.testing.assert_close(chunked, full, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grad_chunked, grad_full, atol=1e-6, rtol=1e-4)
+
+
+def test_gradient_free_adaptation_lowers_the_context_loss(backend):
+    """SPSA (the adapter for backends without gradients) driven by the backend's own scoring."""
+    from ttscale.routing.spsa import context_losses, spsa_adapt
+
+    branches = [backend.new_branch([{"role": "user", "content": p}], seed=i)
+                for i, p in enumerate(["What is 12 plus 30?", "def add(a, b):\n    return a + b"])]
+    before = context_losses(backend, branches, torch.zeros(2, *backend.zero_state().delta.shape))
+    spsa_adapt(backend, branches, RerouteConfig(steps=12, lr=0.1), scale=0.1)
+    after = context_losses(backend, branches, torch.stack([b.delta.delta for b in branches]))
+    assert (after < before).all()
+    assert all(b.delta.delta.abs().sum() > 0 and len(b.cycles[-1].losses) == 12 for b in branches)
+    assert all(b.compute.adapt_forward_tokens == 24 * len(b.tokens) and b.compute.score_tokens == 0 for b in branches)

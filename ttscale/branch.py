@@ -29,6 +29,9 @@ class DeltaState:
     def clone(self) -> DeltaState:
         return DeltaState(self.delta.clone(), self.exp_avg.clone(), self.exp_avg_sq.clone(), self.steps.clone())
 
+    def to(self, device: torch.device | str) -> DeltaState:
+        return DeltaState(*(t.to(device) for t in self.tensors()))
+
     def reset_optimizer(self) -> None:
         self.exp_avg.zero_()
         self.exp_avg_sq.zero_()
@@ -74,7 +77,7 @@ class Cycle:
     at_token: int                    # generated tokens when it ran
     layers: list[int]                # decoder layers updated
     losses: list[float]              # context NLL before each step
-    entropy_before: float            # mean routing entropy over MoE layers, at the phase's first forward
+    entropy_before: float | None     # mean routing entropy over MoE layers at the phase's first forward (None: unseen)
     entropy_after: float | None = None   # the same, at the next forward over the context (cache rebuild)
 
     def as_dict(self) -> dict[str, Any]:

@@ -56,7 +56,8 @@ def run(
     limit: Optional[int] = typer.Option(None, help="Solve at most this many problems."),
     seed: int = typer.Option(0, help="Seed of the first branch of each problem."),
     out: Path = typer.Option(Path("runs/latest"), help="Output directory: records.jsonl and summary.json."),
-    backend: str = typer.Option("hf", help="hf (transformers, in-process)."),
+    backend: str = typer.Option("hf", help="hf (transformers, in-process) | sglang (in-process sglang.Engine, "
+                                "CUDA; pip install 'ttscale[sglang]')."),
     set_: list[str] = typer.Option([], "--set", help="Override a setting: section.key=value (repeatable)."),
     save_deltas: bool = typer.Option(False, "--save-deltas", help="Write each sample's final router deltas."),
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),

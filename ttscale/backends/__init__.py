@@ -10,4 +10,7 @@ def load_backend(name: str, model: str, **options) -> Backend:
     if name == "hf":
         from ttscale.backends.hf import HFBackend
         return HFBackend(model, **options)
-    raise ValueError(f"unknown backend {name!r}; choose from: hf")
+    if name == "sglang":
+        from ttscale.backends.sglang_engine import SGLangBackend
+        return SGLangBackend(model, **options)
+    raise ValueError(f"unknown backend {name!r}; choose from: hf, sglang")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from ttscale.backends.sampling import Sampling
 from ttscale.branch import Branch
@@ -30,6 +30,28 @@ def check_local_dir(model: str, what: str = "model") -> None:
     """A path-like name that is not a directory is a clear error, not a hub lookup."""
     if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
         raise ValueError(f"{what} directory not found: {model}")
+
+
+class ChatBranches:
+    """Prompts to branches and generated tokens to text, through the backend's `tokenizer`."""
+    tokenizer: Any
+
+    def encode(self, messages: list[dict[str, str]]) -> list[int]:
+        if self.tokenizer.chat_template:
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return self.tokenizer(text, add_special_tokens=False).input_ids
+        return self.tokenizer("\n\n".join(m["content"] for m in messages)).input_ids
+
+    def new_branch(self, messages: list[dict[str, str]], seed: int = 0) -> Branch:
+        tokens = self.encode(messages)
+        return Branch(tokens=tokens, prompt_len=len(tokens), seed=seed)
+
+    def set_text(self, b: Branch, stop: Sequence[str]) -> None:
+        """The generated text, cut before the first stop string."""
+        b.text = self.tokenizer.decode(b.generated, skip_special_tokens=True)
+        cuts = [b.text.find(s) for s in stop if s in b.text]
+        if cuts:
+            b.text = b.text[:min(cuts)]
 
 
 class Backend(Protocol):

@@ -17,7 +17,7 @@ from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from ttscale.backends.base import ModelInfo, check_local_dir
+from ttscale.backends.base import ChatBranches, ModelInfo, check_local_dir
 from ttscale.backends.kv import DynamicRun, StaticKV, StaticRun, supports_static
 from ttscale.backends.sampling import Sampling, sample, uniform
 from ttscale.branch import Branch, Cycle, DeltaState
@@ -51,7 +51,7 @@ class _Kept:
     keys: list[tuple[int, int]]      # (branch id, context length) per row
 
 
-class HFBackend:
+class HFBackend(ChatBranches):
     def __init__(self, model: str, device: str | None = None, dtype: str | None = None, batch_size: int = 32,
                  experts_implementation: str | None = None, decode: str = "auto"):
         """Load a hub id or local directory (cuda when available, bf16 there; else cpu and fp32)."""
@@ -89,16 +89,6 @@ class HFBackend:
             model, _compile_options(self.device) if self.decode == "compiled" else None)
 
     # --- branches ---------------------------------------------------------------------------
-
-    def encode(self, messages: list[dict[str, str]]) -> list[int]:
-        if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            return self.tokenizer(text, add_special_tokens=False).input_ids
-        return self.tokenizer("\n\n".join(m["content"] for m in messages)).input_ids
-
-    def new_branch(self, messages: list[dict[str, str]], seed: int = 0) -> Branch:
-        tokens = self.encode(messages)
-        return Branch(tokens=tokens, prompt_len=len(tokens), seed=seed)
 
     def zero_state(self) -> DeltaState:
         return DeltaState.zeros(len(self.table.sites), self.table.num_experts, self.device)
@@ -166,7 +156,7 @@ class HFBackend:
                 logits = run.step(tokens)
             _share(step_rows, "decode", time.perf_counter() - start)
         for b in branches:
-            self._set_text(b, stop)
+            self.set_text(b, stop)
 
     # --- score and adapt -----------------------------------------------------------------------
 
@@ -256,13 +246,6 @@ class HFBackend:
 
     def _tail(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens[-_STOP_WINDOW:], skip_special_tokens=True)
-
-    def _set_text(self, b: Branch, stop: tuple[str, ...]) -> None:
-        """The generated text, cut before the first stop string."""
-        b.text = self.tokenizer.decode(b.generated, skip_special_tokens=True)
-        cuts = [b.text.find(s) for s in stop if s in b.text]
-        if cuts:
-            b.text = b.text[:min(cuts)]
 
 
 _STOP_WINDOW = 32   # generated tokens decoded to look for a stop string

@@ -84,13 +84,19 @@ class DeltaTable:
         return delta.repeat_interleave(n_tokens // batch, dim=0)
 
 
+def add_delta(router_logits: Tensor, delta: Tensor) -> Tensor:
+    """Where a delta enters, on every backend: added to the router logits in float32, before the family's
+    routing (softmax/sigmoid, top-k), which then runs on the float32 sum."""
+    return router_logits.float() + delta
+
+
 def _install(site: RouterSite, slot: int, table: DeltaTable) -> None:
     rule, router = site.rule, site.router
 
     def forward(self, hidden_states: Tensor):
         hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
         logits = rule.logits(self, hidden)
-        z = logits.float() + table.token_deltas(slot, hidden.shape[0])
+        z = add_delta(logits, table.token_deltas(slot, hidden.shape[0]))
         weights, indices = rule.route(self, z, hidden.dtype)
         if table.record is not None:
             _observe(table, slot, rule.probs(self, z.detach()), indices)
