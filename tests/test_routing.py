@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoModelForCausalLM
 
 from ttscale.tiny import FAMILIES, save_tiny_model
 from ttscale.backends.hf import HFBackend
