@@ -26,6 +26,31 @@ class ModelInfo:
     attention_flops_per_pair: int    # QK^T and AV FLOPs of one (query, key) pair, all layers
 
 
+@dataclass
+class ExtendRequest:
+    """One branch's part of an `extend`: its sampling, how far this call may grow it, what ends it.
+
+    Every field is per branch, so a backend can grow the branches of many problems, at different
+    phases of their strategies, in one batch."""
+    branch: Branch
+    sampling: Sampling
+    max_new_tokens: int | None = None     # more tokens this call may add (None: up to sampling.max_new_tokens)
+    stop: tuple[str, ...] = ()            # stop strings: they finish the branch
+    step_end: str | None = None           # a delimiter that pauses the branch (a beam step)
+
+    def budget(self) -> int:
+        """Tokens this call may add: its own cap, within the branch's total cap."""
+        left = self.sampling.max_new_tokens - len(self.branch.generated)
+        return left if self.max_new_tokens is None else min(left, self.max_new_tokens)
+
+
+def requests_for(branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling], max_new_tokens: int | None = None,
+             stop: Sequence[str] = (), step_end: str | None = None) -> list[ExtendRequest]:
+    """The same call for every branch (one sampling, or one per branch)."""
+    params = [sampling] * len(branches) if isinstance(sampling, Sampling) else list(sampling)
+    return [ExtendRequest(b, p, max_new_tokens, tuple(stop), step_end) for b, p in zip(branches, params)]
+
+
 def check_local_dir(model: str, what: str = "model") -> None:
     """A path-like name that is not a directory is a clear error, not a hub lookup."""
     if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
@@ -33,7 +58,8 @@ def check_local_dir(model: str, what: str = "model") -> None:
 
 
 class ChatBranches:
-    """Prompts to branches and generated tokens to text, through the backend's `tokenizer`."""
+    """Prompts to branches and generated tokens to text, through the backend's `tokenizer`; `extend`
+    for one call shape over all branches."""
     tokenizer: Any
 
     def encode(self, messages: list[dict[str, str]]) -> list[int]:
@@ -53,6 +79,12 @@ class ChatBranches:
         if cuts:
             b.text = b.text[:min(cuts)]
 
+    def extend(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
+               max_new_tokens: int | None = None, stop: Sequence[str] = (), keep_cache: bool = False,
+               step_end: str | None = None) -> list[Branch]:
+        self.extend_requests(requests_for(branches, sampling, max_new_tokens, stop, step_end), keep_cache)
+        return list(branches)
+
 
 class Backend(Protocol):
     info: ModelInfo
@@ -60,11 +92,15 @@ class Backend(Protocol):
     def new_branch(self, messages: list[dict[str, str]], seed: int = 0) -> Branch:
         """A fresh branch whose context is the prompt (chat template applied when there is one)."""
 
+    def extend_requests(self, requests: Sequence[ExtendRequest], keep_cache: bool = False) -> None:
+        """Grow each unfinished branch, under its own deltas, until EOS, one of its stop strings or its
+        length cap finishes it, its request's budget is spent, or (with `step_end`) a step is complete.
+        With `keep_cache` the backend may continue on the KV cache of the previous call (`kv=keep`)."""
+
     def extend(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
                max_new_tokens: int | None = None, stop: Sequence[str] = (), keep_cache: bool = False,
                step_end: str | None = None) -> list[Branch]:
-        """Grow unfinished branches, each under its own deltas, until EOS, a stop string or the length cap
-        finishes it, `max_new_tokens` more tokens are made, or (with `step_end`) a step is complete."""
+        """`extend_requests` with the same request for every branch."""
 
     def score(self, branches: Sequence[Branch], start: int | None = None) -> list[list[float]]:
         """Log-probs of each branch's existing tokens from `start` (default: its prompt length) on."""

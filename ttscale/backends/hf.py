@@ -17,7 +17,7 @@ from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from ttscale.backends.base import ChatBranches, ModelInfo, check_local_dir
+from ttscale.backends.base import ChatBranches, ExtendRequest, ModelInfo, check_local_dir
 from ttscale.backends.kv import DynamicRun, StaticKV, StaticRun, supports_static
 from ttscale.backends.sampling import Sampling, sample, uniform
 from ttscale.branch import Branch, Cycle, DeltaState
@@ -28,13 +28,20 @@ from ttscale.routing.reroute import RerouteConfig, adapt_rows
 
 @dataclass
 class _Row:
-    """A branch in a decode batch, with what this `extend` call allows it."""
-    branch: Branch
-    params: Sampling
+    """A branch in a decode batch, with what its request allows it."""
+    request: ExtendRequest
     budget: int                      # tokens this call may add
     start: int                       # generated tokens when the call began
     produced: int = 0
     done: bool = False               # left the batch: finished, out of budget, or at a step end
+
+    @property
+    def branch(self) -> Branch:
+        return self.request.branch
+
+    @property
+    def params(self) -> Sampling:
+        return self.request.sampling
 
     def append(self, token: int, logprob: float) -> None:
         self.branch.tokens.append(token)
@@ -109,25 +116,23 @@ class HFBackend(ChatBranches):
 
     # --- extend -----------------------------------------------------------------------------
 
-    def extend(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
-               max_new_tokens: int | None = None, stop: Sequence[str] = (), keep_cache: bool = False,
-               step_end: str | None = None) -> list[Branch]:
-        params = [sampling] * len(branches) if isinstance(sampling, Sampling) else list(sampling)
+    def extend_requests(self, requests: Sequence[ExtendRequest], keep_cache: bool = False) -> None:
         if not keep_cache:
             self._kept = None
-        todo = [_Row(b, p, min(p.max_new_tokens - len(b.generated), max_new_tokens or p.max_new_tokens),
-                     len(b.generated)) for b, p in zip(branches, params) if not b.finished]
-        for row in todo:
-            if row.budget <= 0:
-                row.branch.finished, row.branch.finish_reason = True, "length"
-        todo = [row for row in todo if not row.branch.finished]
+        todo = []
+        for r in requests:
+            if r.branch.finished:
+                continue
+            if r.budget() <= 0:
+                r.branch.finished, r.branch.finish_reason = True, "length"
+                continue
+            todo.append(_Row(r, r.budget(), len(r.branch.generated)))
         for start in range(0, len(todo), self.batch_size):
-            self._extend_batch(todo[start:start + self.batch_size], tuple(stop), step_end,
-                               keep_cache and len(todo) <= self.batch_size)
-        return list(branches)
+            self._extend_batch(todo[start:start + self.batch_size], keep_cache and len(todo) <= self.batch_size)
 
     @torch.no_grad()
-    def _extend_batch(self, rows: list[_Row], stop: tuple[str, ...], step_end: str | None, keep_cache: bool) -> None:
+    def _extend_batch(self, rows: list[_Row], keep_cache: bool) -> None:
+        every = list(rows)
         branches = [row.branch for row in rows]
         self.table.load(self._stacked(branches).delta)
         start = time.perf_counter()
@@ -142,7 +147,7 @@ class HFBackend(ChatBranches):
                                       [uniform(b.seed, len(b.generated)) for b in step_rows])
             for row, tok, lp in zip(rows, tokens.tolist(), logprobs.tolist()):
                 row.append(tok, lp)
-                self._check_finished(row, tok, stop, step_end)
+                self._check_finished(row, tok)
             stay = [i for i, row in enumerate(rows) if not row.done]
             if not stay and keep_cache:   # the chunk is done: keep the unfinished rows' cache
                 kept = [i for i, row in enumerate(rows) if not row.branch.finished]
@@ -155,8 +160,8 @@ class HFBackend(ChatBranches):
             if rows:
                 logits = run.step(tokens)
             _share(step_rows, "decode", time.perf_counter() - start)
-        for b in branches:
-            self.set_text(b, stop)
+        for row in every:
+            self.set_text(row.branch, row.request.stop)
 
     # --- score and adapt -----------------------------------------------------------------------
 
@@ -232,9 +237,9 @@ class HFBackend(ChatBranches):
         run.logits = run.step(torch.tensor([b.tokens[-1] for b in rows], device=self.device))
         return run
 
-    def _check_finished(self, row: _Row, token: int, stop: tuple[str, ...], step_end: str | None) -> None:
+    def _check_finished(self, row: _Row, token: int) -> None:
         """Finish the branch on EOS, a stop string or its length cap; pause it at the end of a step."""
-        b = row.branch
+        b, stop, step_end = row.branch, row.request.stop, row.request.step_end
         if token in self.eos_ids:
             b.finished, b.finish_reason = True, "eos"
         elif stop and any(s in self._tail(b.generated) for s in stop):

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from transformers import AutoTokenizer
 
-from ttscale.backends.base import ChatBranches, check_local_dir
+from ttscale.backends.base import ChatBranches, ExtendRequest, check_local_dir
 from ttscale.backends.sampling import Sampling
 from ttscale.branch import Branch, DeltaState
 from ttscale.routing.reroute import RerouteConfig
@@ -114,32 +114,27 @@ class SGLangBackend(ChatBranches):
 
     # --- the backend protocol -------------------------------------------------------------------
 
-    def extend(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
-               max_new_tokens: int | None = None, stop: Sequence[str] = (), keep_cache: bool = False,
-               step_end: str | None = None) -> list[Branch]:
+    def extend_requests(self, requests: Sequence[ExtendRequest], keep_cache: bool = False) -> None:
         """Grow the branches as one request each; `keep_cache` is implicit (the radix cache keeps prefixes)."""
-        params = [sampling] * len(branches) if isinstance(sampling, Sampling) else list(sampling)
         rows = []
-        for b, p in zip(branches, params):
-            budget = min(p.max_new_tokens - len(b.generated), max_new_tokens or p.max_new_tokens)
-            if b.finished:
+        for r in requests:
+            if r.branch.finished:
                 continue
-            if budget <= 0:
-                b.finished, b.finish_reason = True, "length"
+            if r.budget() <= 0:
+                r.branch.finished, r.branch.finish_reason = True, "length"
                 continue
-            rows.append((b, p, budget))
+            rows.append(r)
         if not rows:
-            return list(branches)
-        self._warm([b for b, _, _ in rows])
+            return
+        self._warm([r.branch for r in rows])
         start = time.perf_counter()
-        stops = list(stop) + ([step_end] if step_end and step_end not in stop else [])
-        outputs = self._generate([b for b, _, _ in rows], [
-            {"temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k or -1, "max_new_tokens": budget,
-             "stop": stops, "no_stop_trim": True, "sampling_seed": _seed(b)} for b, p, budget in rows],
-            return_logprob=True)
+        outputs = self._generate([r.branch for r in rows], [
+            {"temperature": r.sampling.temperature, "top_p": r.sampling.top_p, "top_k": r.sampling.top_k or -1,
+             "max_new_tokens": r.budget(), "stop": _stops(r), "no_stop_trim": True, "sampling_seed": _seed(r.branch)}
+            for r in rows], return_logprob=True)
         seconds = (time.perf_counter() - start) / len(rows)
-        for (b, p, _), out in zip(rows, outputs):
-            meta = out["meta_info"]
+        for r, out in zip(rows, outputs):
+            b, meta = r.branch, out["meta_info"]
             new = list(out["output_ids"])
             b.tokens.extend(new)
             b.logprobs.extend(float(lp) for lp, *_ in meta["output_token_logprobs"])
@@ -148,13 +143,11 @@ class SGLangBackend(ChatBranches):
             b.compute.generated_tokens += len(new)
             b.compute.prefill_tokens += meta["prompt_tokens"] - meta.get("cached_tokens", 0)
             b.compute.add_seconds("decode", seconds)
-            self._finish(b, p, meta["finish_reason"], stop, step_end)
-            self.set_text(b, stop)
-        return list(branches)
+            self._finish(b, r.sampling, meta["finish_reason"], r.stop)
+            self.set_text(b, r.stop)
 
     @staticmethod
-    def _finish(b: Branch, p: Sampling, reason: dict[str, Any] | None, stop: Sequence[str],
-                step_end: str | None) -> None:
+    def _finish(b: Branch, p: Sampling, reason: dict[str, Any] | None, stop: Sequence[str]) -> None:
         kind, matched = (reason or {}).get("type"), (reason or {}).get("matched")
         if kind == "stop" and isinstance(matched, int):
             b.finished, b.finish_reason = True, "eos"
@@ -196,6 +189,11 @@ class SGLangBackend(ChatBranches):
             self._trainer = HFBackend(self.model_path, device="cuda", dtype=self.dtype, batch_size=self.batch_size,
                                       decode="dynamic")
         return self._trainer
+
+
+def _stops(r: ExtendRequest) -> list[str]:
+    """The request's stop strings, and its step end (which pauses rather than finishes the branch)."""
+    return list(r.stop) + ([r.step_end] if r.step_end and r.step_end not in r.stop else [])
 
 
 def _seed(b: Branch) -> int:
