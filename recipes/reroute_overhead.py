@@ -21,6 +21,7 @@ from ttscale.backends.sampling import Sampling
 from ttscale.generators import PlainGenerator, RerouteGenerator
 from ttscale.routing.reroute import RerouteConfig
 from ttscale.tiny import save_tiny_model
+from ttscale.inflight import drive
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
     def seconds(generator) -> float:
         branch = backend.new_branch(messages)
         start = time.perf_counter()
-        generator.grow(backend, [branch], sampling)
+        drive(backend, generator.grow([branch], sampling))
         return time.perf_counter() - start
 
     generators = {"greedy": PlainGenerator(), "reroute": RerouteGenerator(RerouteConfig())}

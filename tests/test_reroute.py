@@ -8,6 +8,7 @@ from ttscale.backends.sampling import Sampling
 from ttscale.branch import DeltaState
 from ttscale.generators import RerouteGenerator
 from ttscale.routing.reroute import RerouteConfig, optimizer_step, select_layers
+from ttscale.inflight import drive
 
 PROMPTS = ["What is 12 plus 30?", "def add(a, b):", "The quick brown fox"]
 
@@ -65,7 +66,7 @@ def test_prefill_adaptation_is_computed_once_and_shared(backend):
     n = branches(backend, [PROMPTS[0]] * 4)
     alone = branches(backend, [PROMPTS[0]])[0]
     generator = RerouteGenerator(cfg)
-    generator.adapt(n, backend)
+    drive(backend, generator.adapt(n))
     backend.adapt([alone], cfg)
     for b in n:
         assert torch.equal(b.delta.delta, alone.delta.delta)
@@ -76,7 +77,7 @@ def test_prefill_adaptation_is_computed_once_and_shared(backend):
 def test_branches_diverge_after_the_first_in_generation_adaptation(backend):
     generator = RerouteGenerator(RerouteConfig(interval=6))
     n = branches(backend, [PROMPTS[0]] * 3)
-    generator.grow(backend, n, Sampling(temperature=1.0, max_new_tokens=12))
+    drive(backend, generator.grow(n, Sampling(temperature=1.0, max_new_tokens=12)))
     first = [b.cycles[0] for b in n]
     assert all(c.at_token == 0 for c in first) and len({str(c.losses) for c in first}) == 1
     assert len({tuple(b.delta.delta.flatten().tolist()) for b in n}) == 3
@@ -85,7 +86,7 @@ def test_branches_diverge_after_the_first_in_generation_adaptation(backend):
 def test_reroute_is_reproducible_with_the_same_seed(backend):
     def once(seed):
         bs = branches(backend, seed=seed)
-        RerouteGenerator(RerouteConfig(interval=5)).grow(backend, bs, Sampling(temperature=0.9, max_new_tokens=15))
+        drive(backend, RerouteGenerator(RerouteConfig(interval=5)).grow(bs, Sampling(temperature=0.9, max_new_tokens=15)))
         return [b.tokens for b in bs], [b.delta.delta for b in bs]
 
     tokens_a, deltas_a = once(1)
@@ -99,7 +100,7 @@ def test_reroute_is_reproducible_with_the_same_seed(backend):
 def test_keeping_the_kv_cache_skips_rebuilds(backend):
     def grow(kv):
         bs = branches(backend, PROMPTS[:2])
-        RerouteGenerator(RerouteConfig(interval=4, kv=kv)).grow(backend, bs, Sampling(max_new_tokens=12))
+        drive(backend, RerouteGenerator(RerouteConfig(interval=4, kv=kv)).grow(bs, Sampling(max_new_tokens=12)))
         return bs
 
     kept, rebuilt = grow("keep"), grow("recompute")

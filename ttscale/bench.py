@@ -22,6 +22,7 @@ from ttscale.branch import Branch
 from ttscale.generators import PlainGenerator, RerouteGenerator
 from ttscale.routing.reroute import RerouteConfig
 from ttscale.tiny import tiny_tokenizer
+from ttscale.inflight import drive
 
 # Published configs of the paper's models (and a tiny one for CPU smoke runs).
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -153,7 +154,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         def once() -> None:
             prompt = _branches(backend, 1, 64)[0]
             branches = [Branch(tokens=list(prompt.tokens), prompt_len=64, seed=i) for i in range(n)]
-            generator.grow(backend, branches, Sampling(temperature=temperature, max_new_tokens=cfg.new_tokens))
+            drive(backend, generator.grow(branches, Sampling(temperature=temperature, max_new_tokens=cfg.new_tokens)))
         return once
 
     paper = RerouteGenerator(RerouteConfig())

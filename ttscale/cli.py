@@ -21,23 +21,41 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def progress_bar(label: str):
-    """A rich progress bar over problems, showing accuracy so far (only on a terminal)."""
+def progress_bar(label: str, out: Path):
+    """A rich progress bar over problems: done, in flight, accuracy of this session's problems (only on a
+    terminal); a line when resuming."""
     @contextmanager
-    def bar(total: int) -> Iterator[Callable[[dict], None]]:
+    def bar(total: int, already_done: int) -> Iterator[Callable[[dict, int], None]]:
+        if already_done:
+            console.print(f"resuming {out}: {already_done}/{total} problems already done", highlight=False)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("acc {task.fields[acc]}"), TimeRemainingColumn())
+                   TextColumn("in flight {task.fields[flight]}"), TextColumn("acc {task.fields[acc]}"),
+                   TimeRemainingColumn())
         with Progress(*columns, console=console, disable=not sys.stderr.isatty()) as progress:
-            job = progress.add_task(label, total=total, acc="-")
+            job = progress.add_task(label, total=total, completed=already_done, acc="-", flight=0)
             graded: list[bool] = []
 
-            def advance(record: dict) -> None:
+            def advance(record: dict, in_flight: int) -> None:
                 if record["correct"] is not None:
                     graded.append(record["correct"])
-                progress.update(job, advance=1, acc=f"{sum(graded) / len(graded):.3f}" if graded else "-")
+                progress.update(job, advance=1, flight=in_flight,
+                                acc=f"{sum(graded) / len(graded):.3f}" if graded else "-")
 
             yield advance
     return bar
+
+
+def parse_concurrency(text: str) -> int | None:
+    """`auto` (None) or a positive integer."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        fail(f"--concurrency must be a positive integer or auto, got {text!r}")
+    return value
 
 
 @app.callback()
@@ -63,6 +81,8 @@ def run(
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),
     dtype: Optional[str] = typer.Option(None, help="bfloat16 | float16 | float32 (default: bf16 on GPU, fp32 on CPU)."),
     batch_size: int = typer.Option(32, help="Branches per forward batch."),
+    concurrency: str = typer.Option("auto", help="Problems in flight at once, their branches sharing batches "
+                                    "(auto: as many as fill --batch-size)."),
     decode: str = typer.Option("auto", help="hf decode loop: dynamic (growing cache), static (bucketed static "
                                "caches), compiled (static + torch.compile/CUDA graphs); auto: compiled on CUDA."),
     overwrite: bool = typer.Option(False, help="Replace a different run's records in --out (same config: resumes)."),
@@ -76,15 +96,30 @@ def run(
     model, task = model or str(DEMO_MODEL), task or DEMO_TASK
     try:
         cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,
-                        overrides=list(set_), save_deltas=save_deltas)
-        summary = execute(cfg, out, overwrite, progress=progress_bar(strategy), device=device, dtype=dtype,
+                        overrides=list(set_), save_deltas=save_deltas, concurrency=parse_concurrency(concurrency))
+        summary = execute(cfg, out, overwrite, progress=progress_bar(strategy, out), device=device, dtype=dtype,
                           batch_size=batch_size, decode=decode)
     except ValueError as e:
         fail(str(e))
+    except KeyboardInterrupt:
+        partial = _read_summary(out) or {}
+        done = (f"{partial['problems']}/{partial['of']} problems done (summary.json marked partial)"
+                if partial.get("partial") else "no problem finished")
+        console.print(f"interrupted: {done}; re-run the same command to resume", highlight=False)
+        raise typer.Exit(130)
     acc = summary["accuracy"]
     ci = summary["ci95"]
     shown = "n/a (no gold answers)" if acc is None else f"{acc:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
     typer.echo(f"{summary['problems']} problems, accuracy {shown}; records in {out / 'records.jsonl'}")
+
+
+def _read_summary(out: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 @app.command()

@@ -6,6 +6,9 @@ last adaptation), generate with them fixed, repeat. Branches with identical cont
 (the N branches of one problem at prefill) are adapted once and the result is copied, so the shared
 prefill adaptation costs one row. Searches that grow branches step by step (beam) call `step`;
 rerouting then re-adapts only at step boundaries, once the interval has passed.
+
+Both are coroutines over the backend operations of `ttscale.inflight` (so the branches of many
+problems share batches); `drive(backend, generator.grow(branches, sampling))` runs one on its own.
 """
 
 from __future__ import annotations
@@ -13,24 +16,27 @@ from __future__ import annotations
 import copy
 from typing import Sequence
 
-from ttscale.backends.base import Backend
+from ttscale.backends.base import requests_for
 from ttscale.backends.sampling import Sampling
 from ttscale.branch import Branch
+from ttscale.inflight import Adapt, Extend
 from ttscale.routing.reroute import RerouteConfig
 
 
 class PlainGenerator:
     name = "plain"
 
-    def grow(self, backend: Backend, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
-             stop: Sequence[str] = ()) -> list[Branch]:
+    async def grow(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
+                   stop: Sequence[str] = ()) -> list[Branch]:
         """Grow every branch to completion."""
-        return backend.extend(branches, sampling, stop=stop)
+        await Extend(requests_for(branches, sampling, stop=stop))
+        return list(branches)
 
-    def step(self, backend: Backend, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
-             step_end: str, max_tokens: int, stop: Sequence[str] = ()) -> list[Branch]:
+    async def step(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
+                   step_end: str, max_tokens: int, stop: Sequence[str] = ()) -> list[Branch]:
         """Grow every branch by one step: until `step_end` appears, or `max_tokens` more tokens."""
-        return backend.extend(branches, sampling, max_new_tokens=max_tokens, stop=stop, step_end=step_end)
+        await Extend(requests_for(branches, sampling, max_tokens, stop, step_end))
+        return list(branches)
 
 
 class RerouteGenerator(PlainGenerator):
@@ -39,27 +45,27 @@ class RerouteGenerator(PlainGenerator):
     def __init__(self, cfg: RerouteConfig | None = None):
         self.cfg = cfg or RerouteConfig()
 
-    def grow(self, backend: Backend, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
-             stop: Sequence[str] = ()) -> list[Branch]:
+    async def grow(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
+                   stop: Sequence[str] = ()) -> list[Branch]:
         params = [sampling] * len(branches) if isinstance(sampling, Sampling) else list(sampling)
         while live := [i for i, b in enumerate(branches) if not b.finished]:
-            self.adapt_due([branches[i] for i in live], backend)
+            await self.adapt_due([branches[i] for i in live])
             chunk = min(self.cfg.interval - _since_adapted(branches[i]) for i in live)
-            backend.extend([branches[i] for i in live], [params[i] for i in live], max_new_tokens=chunk,
-                           stop=stop, keep_cache=self.cfg.kv == "keep")
+            await Extend(requests_for([branches[i] for i in live], [params[i] for i in live], chunk, stop),
+                         keep_cache=self.cfg.kv == "keep")
         return list(branches)
 
-    def step(self, backend: Backend, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
-             step_end: str, max_tokens: int, stop: Sequence[str] = ()) -> list[Branch]:
-        self.adapt_due(branches, backend)
-        return super().step(backend, branches, sampling, step_end, max_tokens, stop)
+    async def step(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
+                   step_end: str, max_tokens: int, stop: Sequence[str] = ()) -> list[Branch]:
+        await self.adapt_due(branches)
+        return await super().step(branches, sampling, step_end, max_tokens, stop)
 
-    def adapt_due(self, branches: Sequence[Branch], backend: Backend) -> None:
+    async def adapt_due(self, branches: Sequence[Branch]) -> None:
         due = [b for b in branches if not b.finished and (not b.cycles or _since_adapted(b) >= self.cfg.interval)]
         if due:
-            self.adapt(due, backend)
+            await self.adapt(due)
 
-    def adapt(self, branches: Sequence[Branch], backend: Backend) -> None:
+    async def adapt(self, branches: Sequence[Branch]) -> None:
         """One adaptation phase for every branch; identical branches share one computation."""
         unique: list[Branch] = []
         copies: list[tuple[Branch, Branch]] = []
@@ -69,7 +75,7 @@ class RerouteGenerator(PlainGenerator):
                 unique.append(b)
             else:
                 copies.append((b, twin))
-        backend.adapt(unique, self.cfg)
+        await Adapt(unique, self.cfg)
         for b, twin in copies:
             b.delta = twin.delta.clone()
             b.cycles.append(copy.copy(twin.cycles[-1]))

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-RESUME_IGNORES = ("limit", "overrides")    # overrides are compared through the settings they resolve to
+RESUME_IGNORES = ("limit", "overrides", "concurrency")   # overrides: compared through the settings they resolve to
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The run loop: solve each problem, append its record to `OUT/records.jsonl`, write `OUT/summary.json`."""
+"""The run loop: solve the problems, many in flight at once, append each record to `OUT/records.jsonl` as
+its problem finishes (in any order), write `OUT/summary.json` (in problem order)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from scipy.stats import binomtest
 from ttscale import ledger
 from ttscale.backends import load_backend
 from ttscale.backends.base import Backend
+from ttscale.inflight import InFlight, drive
 from ttscale.branch import Branch
 from ttscale.rundir import RunDir
+from ttscale.search import Outcome
 from ttscale.strategy import Strategy
 from ttscale.tasks import load_task
 from ttscale.tasks.base import Problem, Task
@@ -33,11 +36,15 @@ class RunConfig:
     backend: str = "hf"
     overrides: list[str] = field(default_factory=list)
     save_deltas: bool = False
+    concurrency: int | None = None     # problems in flight; None: as many as fill the batch
 
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be at least 1, got {self.limit}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError(f"--concurrency must be at least 1 (or auto), got {self.concurrency}")
         self.plan = Strategy.from_spec(self.strategy, self.n, self.overrides)   # fails early on bad specs
+        self.plan.concurrency(1, self.concurrency)                                # and on settings that clash
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "plan"}
@@ -45,12 +52,25 @@ class RunConfig:
         return out
 
 
+async def solving(problem: Problem, task: Task, backend: Backend, cfg: RunConfig) -> dict[str, Any]:
+    """The coroutine that runs the strategy on one problem and returns its record."""
+    start = time.perf_counter()
+    outcome = await cfg.plan.solving(problem, task, backend, seed=cfg.seed)
+    return record(problem, outcome, task, backend, cfg, wall=time.perf_counter() - start)
+
+
 def solve(problem: Problem, task: Task, backend: Backend, cfg: RunConfig) -> dict[str, Any]:
     """Run the strategy on one problem and return its record."""
-    start = time.perf_counter()
-    outcome = cfg.plan.solve(problem, task, backend, seed=cfg.seed, stop=getattr(task, "stop", ()))
+    return drive(backend, solving(problem, task, backend, cfg))
+
+
+def record(problem: Problem, outcome: Outcome, task: Task, backend: Backend, cfg: RunConfig,
+           wall: float = 0.0) -> dict[str, Any]:
+    """A problem's record: prediction, graded samples, compute. Seconds per phase are the problem's share
+    of each batch it was in (`total` their sum); `wall` is the time it was in flight."""
     compute = ledger.as_record(ledger.total(b.compute for b in outcome.spent), backend.info)
-    compute["seconds"]["total"] = round(time.perf_counter() - start, 6)
+    compute["seconds"]["total"] = round(sum(compute["seconds"].values()), 6)
+    compute["seconds"]["wall"] = round(wall, 6)
     samples = [sample_record(b, answer, backend, cfg.save_deltas) for b, answer in zip(outcome.samples, outcome.answers)]
     for sample, score in zip(samples, outcome.scores or []):
         sample["score"] = score
@@ -128,37 +148,51 @@ def _versions() -> dict[str, str]:
 
 
 def run(problems: list[Problem], task: Task, backend: Backend, cfg: RunConfig, rundir: RunDir,
-        progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Solve the problems not yet recorded in `rundir`, then summarise all of them."""
+        progress: Callable[[dict[str, Any], int], None] | None = None) -> dict[str, Any]:
+    """Solve the problems not yet recorded in `rundir`, many at once, then summarise all of them. On an
+    interrupt the summary of the problems done so far is written, marked partial, and the interrupt goes on."""
     ids = [p.id for p in problems]
     if len(set(ids)) < len(ids):
         raise ValueError(f"task {cfg.task} has duplicate problem ids, e.g. {next(i for i in ids if ids.count(i) > 1)!r}")
-    done = {r["id"]: r for r in rundir.records()}
-    for problem in problems:
-        if problem.id not in done:
-            done[problem.id] = solve(problem, task, backend, cfg)
-            rundir.append(done[problem.id])
-        if progress:
-            progress(done[problem.id])
-    summary = summarise([done[i] for i in ids], cfg)
+    done = {r["id"] for r in rundir.records()}
+    todo = [p for p in problems if p.id not in done]
+    flight = InFlight(backend, cfg.plan.concurrency(getattr(backend, "batch_size", 32), cfg.concurrency))
+    try:
+        for _, result in flight.run((p.id, solving(p, task, backend, cfg)) for p in todo):
+            rundir.append(result)
+            if progress:
+                progress(result, flight.in_flight)
+    except BaseException:
+        rundir.write_summary(summarise(_in_order(rundir, ids), cfg) | {"partial": True, "of": len(ids)})
+        raise
+    summary = summarise(_in_order(rundir, ids), cfg)
     rundir.write_summary(summary)
     return summary
 
 
+def _in_order(rundir: RunDir, ids: list[str]) -> list[dict[str, Any]]:
+    """The recorded problems among `ids`, in their order (read back from disk: a run holds only what is in flight)."""
+    by_id = {r["id"]: r for r in rundir.records()}
+    return [by_id[i] for i in ids if i in by_id]
+
+
 def execute(cfg: RunConfig, out: Path, overwrite: bool = False, backend: Backend | None = None,
-            progress: Callable[[int], ContextManager[Callable[[dict[str, Any]], None]]] | None = None,
+            progress: Callable[[int, int], ContextManager[Callable[[dict[str, Any], int], None]]] | None = None,
             **backend_options: Any) -> dict[str, Any]:
-    """A whole run: check the output directory, load the task and (unless given) the backend, solve, summarise."""
+    """A whole run: check the output directory, load the task and (unless given) the backend, solve, summarise.
+    `progress(total, already_done)` makes the callback told of each finished record and the problems in flight."""
     rundir = RunDir(out, cfg.as_dict(), overwrite)
     task = load_task(cfg.task, cfg.plan.settings["task"])
     problems = task.load(cfg.limit)
     if not problems:
         raise ValueError(f"task {cfg.task} has no problems")
     backend = backend or load_backend(cfg.backend, cfg.model, **backend_options)
-    with (progress or _silent)(len(problems)) as advance:
+    wanted = {p.id for p in problems}
+    already = sum(r["id"] in wanted for r in rundir.records())
+    with (progress or _silent)(len(problems), already) as advance:
         return run(problems, task, backend, cfg, rundir, advance)
 
 
 @contextmanager
-def _silent(total: int) -> Iterator[None]:
+def _silent(total: int, already_done: int) -> Iterator[None]:
     yield None

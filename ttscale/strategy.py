@@ -2,6 +2,7 @@
 
     strategy = Strategy.from_spec("reroute+sc", n=8, overrides=["sc.temperature=0.6"])
     outcome = strategy.solve(problem, task, backend, seed=0)
+    outcomes = strategy.solve_all(problems, task, backend)     # many problems in flight, shared batches
 
 or, composing in code with a scorer of your own:
 
@@ -16,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 from ttscale.backends.base import Backend
 from ttscale.generators import PlainGenerator, RerouteGenerator
+from ttscale.inflight import InFlight, Solving, drive
 from ttscale.search import SEARCHES, Context, Outcome
 from ttscale.spec import parse_spec, resolve_settings
 from ttscale.tasks.base import Problem, Task
@@ -39,8 +41,30 @@ class Strategy:
         used = ("sample", "task", *(("reroute",) if spec.generator == "reroute" else ()), spec.search)
         return cls(generator, search, text, {name: settings[name] for name in used})
 
-    def solve(self, problem: Problem, task: Task, backend: Backend, seed: int = 0, stop: Sequence[str] = ()) -> Outcome:
+    def concurrency(self, batch_size: int, requested: int | None = None) -> int:
+        """Problems in flight: `requested`, or (None) as many as fill `batch_size` rows."""
+        if isinstance(self.generator, RerouteGenerator) and self.generator.cfg.kv == "keep":
+            if requested not in (None, 1):     # a kept cache belongs to one batch of one problem's branches
+                raise ValueError(f"--concurrency {requested} needs reroute.kv=recompute; kv=keep runs one problem "
+                                 "at a time (--concurrency 1)")
+            return 1
+        return requested or max(1, batch_size // self.search.rows)
+
+    def solving(self, problem: Problem, task: Task, backend: Backend, seed: int = 0,
+                stop: Sequence[str] | None = None) -> Solving:
+        """The coroutine that solves one problem (driven by `ttscale.inflight.InFlight`)."""
         return self.search.solve(Context(problem, task, backend, self.generator, seed, stop))
 
-    def solve_all(self, problems: Iterable[Problem], task: Task, backend: Backend, seed: int = 0) -> list[Outcome]:
-        return [self.solve(p, task, backend, seed) for p in problems]
+    def solve(self, problem: Problem, task: Task, backend: Backend, seed: int = 0,
+              stop: Sequence[str] | None = None) -> Outcome:
+        """Solve one problem (stop strings: the task's unless given)."""
+        return drive(backend, self.solving(problem, task, backend, seed, stop))
+
+    def solve_all(self, problems: Iterable[Problem], task: Task, backend: Backend, seed: int = 0,
+                  concurrency: int | None = None) -> list[Outcome]:
+        """Solve the problems, many at once (`concurrency`, default: enough to fill the backend's batch);
+        the outcomes are in problem order and do not depend on the concurrency."""
+        problems = list(problems)
+        k = self.concurrency(getattr(backend, "batch_size", 32), concurrency)
+        done = dict(InFlight(backend, k).run((i, self.solving(p, task, backend, seed)) for i, p in enumerate(problems)))
+        return [done[i] for i in range(len(problems))]

@@ -18,10 +18,14 @@ class Context:
     """One problem and everything a search needs to solve it."""
     problem: Problem
     task: Task
-    backend: Backend
+    backend: Backend                 # makes branches; their growth goes through the generator's ops
     generator: Any                   # PlainGenerator | RerouteGenerator
     seed: int = 0
-    stop: Sequence[str] = ()
+    stop: Sequence[str] | None = None    # default: the task's stop strings
+
+    def __post_init__(self):
+        if self.stop is None:
+            self.stop = tuple(getattr(self.task, "stop", ()))
 
     def branches(self, n: int) -> list[Branch]:
         """n fresh branches on the problem's prompt, with seeds derived from the run seed."""
@@ -43,12 +47,15 @@ class Outcome:
 
 
 class Search(Protocol):
+    """The algorithm for one problem, as a coroutine over backend operations (`ttscale.inflight`), so
+    many problems can be solved at once with their branches in shared batches."""
     name: ClassVar[str]
     Params: ClassVar[type]           # a dataclass of the search's `--set <name>.*` settings
+    rows: int                        # the most branches it grows at once (fills --batch-size)
 
     def __init__(self, params: Any, n: int, sampling: Sampling): ...
 
-    def solve(self, ctx: Context) -> Outcome: ...
+    async def solve(self, ctx: Context) -> Outcome: ...
 
 
 SEARCHES: dict[str, type] = {}

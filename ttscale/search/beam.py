@@ -33,16 +33,17 @@ class Beam:
         if params.expansions < 1 or params.max_steps < 1 or params.step_tokens < 1 or not params.step:
             raise ValueError(f"invalid beam settings: {params}")
         self.params, self.width, self.sampling = params, n, sampled(sampling, params)
+        self.rows = n * params.expansions
         self.scorer = scorer or make_scorer(params.scorer, params.reward_model)
 
-    def solve(self, ctx: Context) -> Outcome:
+    async def solve(self, ctx: Context) -> Outcome:
         p = self.params
         beams = ctx.branches(1)
         spent, finished, score = list(beams), [], {}
         for _ in range(p.max_steps):
             children = [b.fork(seed=derive_seed(b.seed, k + 1)) for b in beams for k in range(p.expansions)]
             spent += children
-            ctx.generator.step(ctx.backend, children, self.sampling, step_end=p.step, max_tokens=p.step_tokens,
+            await ctx.generator.step(children, self.sampling, step_end=p.step, max_tokens=p.step_tokens,
                                stop=ctx.stop)
             score.update(zip((c.id for c in children), self.scorer.score(children, ctx.problem, ctx.task)))
             finished += [c for c in children if c.finished]

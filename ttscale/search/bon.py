@@ -22,12 +22,12 @@ class BestOfN:
         reward_model: str = ""        # hub id or directory, for scorer=rm
 
     def __init__(self, params: Params, n: int, sampling: Sampling, scorer: Scorer | None = None):
-        self.n, self.sampling = n, sampled(sampling, params)
+        self.n, self.rows, self.sampling = n, n, sampled(sampling, params)
         self.scorer = scorer or make_scorer(params.scorer, params.reward_model)
 
-    def solve(self, ctx: Context) -> Outcome:
+    async def solve(self, ctx: Context) -> Outcome:
         branches = ctx.branches(self.n)
-        ctx.generator.grow(ctx.backend, branches, self.sampling, stop=ctx.stop)
+        await ctx.generator.grow(branches, self.sampling, stop=ctx.stop)
         answers = ctx.answers(branches)
         scores = self.scorer.score(branches, ctx.problem, ctx.task)
         chosen = best(scores)

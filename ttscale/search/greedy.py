@@ -19,10 +19,10 @@ class Greedy:
     def __init__(self, params: Params, n: int, sampling: Sampling):
         if n != 1:
             raise ValueError(f"--n {n}: greedy draws one sample; pass --n 1 or use sc, bon or beam")
-        self.sampling = sampling
+        self.sampling, self.rows = sampling, 1
 
-    def solve(self, ctx: Context) -> Outcome:
+    async def solve(self, ctx: Context) -> Outcome:
         branches = ctx.branches(1)
-        ctx.generator.grow(ctx.backend, branches, self.sampling, stop=ctx.stop)
+        await ctx.generator.grow(branches, self.sampling, stop=ctx.stop)
         answers = ctx.answers(branches)
         return Outcome(answers[0], branches, answers, chosen=0, spent=branches)

@@ -25,13 +25,13 @@ class SelfConsistency:
     def __init__(self, params: Params, n: int, sampling: Sampling, scorer: Scorer | None = None):
         if params.vote not in ("majority", "weighted"):
             raise ValueError(f"invalid sc.vote {params.vote!r}; choose majority or weighted")
-        self.params, self.n, self.sampling = params, n, sampled(sampling, params)
+        self.params, self.n, self.rows, self.sampling = params, n, n, sampled(sampling, params)
         self.scorer = scorer or (make_scorer(params.scorer, params.reward_model) if params.vote == "weighted"
                                  else None)
 
-    def solve(self, ctx: Context) -> Outcome:
+    async def solve(self, ctx: Context) -> Outcome:
         branches = ctx.branches(self.n)
-        ctx.generator.grow(ctx.backend, branches, self.sampling, stop=ctx.stop)
+        await ctx.generator.grow(branches, self.sampling, stop=ctx.stop)
         answers = ctx.answers(branches)
         scores = self.scorer.score(branches, ctx.problem, ctx.task) if self.scorer else None
         keys = [None if a is None else ctx.task.answer_key(a) for a in answers]

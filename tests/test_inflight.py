@@ -1,0 +1,109 @@
+"""Many problems in flight: shared batches across problems, the same records whatever the concurrency."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from records_match import differences
+
+from ttscale.backends.hf import HFBackend
+from ttscale.demo import DEMO_MODEL
+from ttscale.runs import RunConfig, execute, record
+from ttscale.strategy import Strategy
+from ttscale.tasks import load_task
+from ttscale.tasks.base import Problem
+from ttscale.tasks.jsonl import JsonlTask
+
+# prompts of different lengths, so rows of one batch are padded differently than when alone
+PROBLEMS = [Problem(id=f"q{i}", prompt=prompt, answer=str(i)) for i, prompt in enumerate([
+    "What is 2 plus 2?",
+    "A train leaves at noon and travels for three hours at sixty miles per hour. How far does it go?",
+    "Sum 1 to 10.",
+    "Name a prime number between twenty and thirty, then explain in a sentence or two why it is prime.",
+])]
+TASK = JsonlTask("unused.jsonl")
+SMALL = ["sample.max_new_tokens=8", "reroute.interval=5", "reroute.steps=1", "reroute.lr=0.5",
+         "beam.expansions=2", "beam.max_steps=3", "beam.step_tokens=4"]
+SPECS = [("greedy", 1), ("sc", 3), ("bon", 3), ("beam", 2), ("reroute", 1), ("reroute+sc", 3)]
+
+
+def outcome_view(outcome):
+    return outcome.prediction, outcome.chosen, [(b.text, b.tokens, a) for b, a in zip(outcome.samples, outcome.answers)]
+
+
+@pytest.mark.parametrize("family", ["olmoe", "qwen3_moe", "mixtral"])
+def test_same_seed_same_outcomes_whatever_the_concurrency(model_dirs, family):
+    backend = HFBackend(str(model_dirs[family]), batch_size=8)
+    for spec, n in SPECS:
+        strategy = Strategy.from_spec(spec, n, SMALL)
+        views = {k: [outcome_view(o) for o in strategy.solve_all(PROBLEMS, TASK, backend, seed=7, concurrency=k)]
+                 for k in (1, 3, None)}         # None: all four at once
+        assert views[1] == views[3] == views[None], spec
+        assert len({v[2][0][0] for v in views[1]}) > 1, "problems should differ"
+
+
+def test_problems_in_flight_share_backend_calls_and_the_next_starts_at_once(model_dirs):
+    backend = HFBackend(str(model_dirs["olmoe"]), batch_size=4)
+    calls = []
+    extend = backend.extend_requests
+
+    def counting(requests, keep_cache=False):
+        calls.append(sorted({r.branch.prompt_len for r in requests}))
+        return extend(requests, keep_cache)
+
+    backend.extend_requests = counting
+    strategy = Strategy.from_spec("greedy", 1, ["sample.max_new_tokens=4"])
+    outcomes = strategy.solve_all(PROBLEMS, TASK, backend, concurrency=2)
+    assert [len(c) for c in calls] == [2, 2]   # two rounds of two problems: one call each
+    assert [len(b.generated) for o in outcomes for b in o.samples] == [4] * 4
+
+
+def test_adaptation_rows_of_many_problems_adapt_together(model_dirs):
+    backend = HFBackend(str(model_dirs["olmoe"]))
+    rows = []
+    adapt = backend.adapt
+
+    def counting(branches, cfg):
+        rows.append(len(branches))
+        return adapt(branches, cfg)
+
+    backend.adapt = counting
+    strategy = Strategy.from_spec("reroute+sc", 4, SMALL)
+    strategy.solve_all(PROBLEMS, TASK, backend)
+    assert rows[0] == len(PROBLEMS)            # the prefill phase: one shared row per problem, all in one call
+    assert max(rows) > len(PROBLEMS)           # later phases: per-branch rows of every problem together
+
+
+def test_the_python_api_and_the_cli_give_the_same_record(tmp_path):
+    cfg = RunConfig(model=str(DEMO_MODEL), task="demo", strategy="reroute+sc", n=4, limit=3, seed=5,
+                    overrides=["sample.max_new_tokens=64"])
+    backend = HFBackend(str(DEMO_MODEL))
+    execute(cfg, tmp_path / "run", backend=backend)
+    by_cli = {r["id"]: r for r in map(json.loads, (tmp_path / "run" / "records.jsonl").read_text().splitlines())}
+    task = load_task("demo", cfg.plan.settings["task"])
+    problems = task.load(3)
+    outcomes = cfg.plan.solve_all(problems, task, backend, seed=5)
+    assert {s.finish_reason for o in outcomes for s in o.samples} == {"stop"}    # the task's stop strings apply
+    for problem, outcome in zip(problems, outcomes):
+        assert differences(record(problem, outcome, task, backend, cfg), by_cli[problem.id]) == []
+
+
+def test_kv_keep_runs_one_problem_at_a_time():
+    plan = Strategy.from_spec("reroute", 1, ["reroute.kv=keep"])
+    assert plan.concurrency(32) == 1
+    with pytest.raises(ValueError, match="kv=keep"):
+        plan.concurrency(32, 4)
+    assert Strategy.from_spec("sc", 8).concurrency(32) == 4
+    assert Strategy.from_spec("beam", 2, ["beam.expansions=4"]).concurrency(32, 3) == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many", "1.5"])
+def test_bad_concurrency_is_one_line_exit_2_and_writes_nothing(tmp_path, value):
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "ttscale.cli", "run", "--concurrency", value, "--limit", "1",
+                           "--out", str(out)], capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 2
+    assert "--concurrency" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not out.exists()
