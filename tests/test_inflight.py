@@ -44,20 +44,28 @@ def test_same_seed_same_outcomes_whatever_the_concurrency(model_dirs, family):
         assert len({v[2][0][0] for v in views[1]}) > 1, "problems should differ"
 
 
-def test_problems_in_flight_share_backend_calls_and_the_next_starts_at_once(model_dirs):
+def test_a_finished_problem_is_replaced_at_once_in_the_running_batch(model_dirs):
     backend = HFBackend(str(model_dirs["olmoe"]), batch_size=4)
-    calls = []
-    extend = backend.extend_requests
+    calls, joined, widths = [], [], []
+    extend, load = backend.extend_requests, backend.table.load
 
-    def counting(requests, keep_cache=False):
-        calls.append(sorted({r.branch.prompt_len for r in requests}))
-        return extend(requests, keep_cache)
+    def counting(requests, keep_cache=False, refill=None):
+        def counted(done):
+            new = refill(done)
+            joined.append(len(new))
+            return new
+        calls.append(len(requests))
+        return extend(requests, keep_cache, counted)
 
     backend.extend_requests = counting
+    backend.table.load = lambda rows: widths.append(len(rows)) or load(rows)
     strategy = Strategy.from_spec("greedy", 1, ["sample.max_new_tokens=4"])
     outcomes = strategy.solve_all(PROBLEMS, TASK, backend, concurrency=2)
-    assert [len(c) for c in calls] == [2, 2]   # two rounds of two problems: one call each
+    assert calls == [2] and sum(joined) == 2    # problems 3 and 4 joined the batch of 1 and 2 as they finished
     assert [len(b.generated) for o in outcomes for b in o.samples] == [4] * 4
+    widths.clear()
+    Strategy.from_spec("sc", 3, ["sample.max_new_tokens=4"]).solve_all(PROBLEMS, TASK, backend, concurrency=4)
+    assert max(widths) == 4                     # 12 rows in flight, never more than --batch-size in a forward
 
 
 def test_adaptation_rows_of_many_problems_adapt_together(model_dirs):

@@ -122,6 +122,32 @@ def _read_summary(out: Path) -> dict | None:
         return None
 
 
+def _throughput(model: Optional[str], task: str, problems: int, strategies: str, batch_size: int,
+                device: Optional[str], dtype: Optional[str], decode: str, out: Optional[Path]) -> None:
+    import json
+
+    from rich.table import Table
+
+    from ttscale.demo import DEMO_MODEL
+    from ttscale.throughput import ThroughputConfig, run_throughput
+
+    try:
+        result = run_throughput(ThroughputConfig(model=model or str(DEMO_MODEL), task=task, problems=problems,
+                                                 strategies=tuple(strategies.split(",")), batch_size=batch_size,
+                                                 device=device, dtype=dtype, decode=decode))
+    except ValueError as e:
+        fail(str(e))
+    table = Table("strategy", "concurrency auto", "problems/s, 1 in flight", "problems/s, auto", "ratio",
+                  "same predictions", title=f"{result['problems']} problems of {task} on {result['device']} "
+                  f"({result['threads']} threads)")
+    for r in result["results"]:
+        table.add_row(r["strategy"], str(r["concurrency"]), f"{r['problems_s_k1']:.2f}", f"{r['problems_s_auto']:.2f}",
+                      f"{r['ratio']:.2f}x", "yes" if r["same_predictions"] else "NO")
+    Console().print(table)
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 @app.command()
 def grade(
     task: str = typer.Option(..., help="Task name (gsm8k, math500, humaneval, mbpp, mmlu, arc) or a .jsonl file."),
@@ -224,15 +250,25 @@ def bench(
     new_tokens: int = typer.Option(512, help="Output length of the strategy comparisons."),
     decode_tokens: int = typer.Option(64, help="Tokens per decode-speed measurement."),
     repeats: int = typer.Option(3, help="Timed repeats (median) after one warm-up."),
+    throughput: bool = typer.Option(False, "--throughput", help="Instead: problems/s of --strategies on --task "
+                                    "with one problem in flight against --concurrency auto (--model: the model "
+                                    "to load, default the bundled demo MoE)."),
+    task: str = typer.Option("demo", help="--throughput: the task."),
+    problems: int = typer.Option(64, help="--throughput: problems solved per pass."),
+    strategies: str = typer.Option("greedy,sc@8,reroute+sc@8", help="--throughput: strategies, comma-separated."),
+    batch_size: int = typer.Option(32, help="--throughput: branches per forward batch."),
     out: Optional[Path] = typer.Option(None, help="Write the results as JSON here."),
 ) -> None:
-    """Measure decode speed against the memory-bandwidth floor, adaptation cost and rerouting overhead."""
+    """Measure decode speed against the memory-bandwidth floor, adaptation cost and rerouting overhead
+    (or, with --throughput, problems per second with many problems in flight)."""
     import json
 
     from rich.table import Table
 
     from ttscale.bench import BenchConfig, run_bench
 
+    if throughput:
+        return _throughput(model, task, problems, strategies, batch_size, device, dtype, decode, out)
     try:
         sizes = tuple(int(b) for b in batches.split(","))
         result = run_bench(BenchConfig(shape=shape, model=model, layers=layers, device=device, dtype=dtype,

@@ -12,7 +12,7 @@ and with per-row seeds and deltas every branch's result, does not depend on K.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Generator, Hashable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Generator, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -90,7 +90,12 @@ Solving = Coroutine[Op, Any, Any]
 
 
 class InFlight:
-    """Drives up to `concurrency` solving coroutines on one backend, merging their ops into batches."""
+    """Drives up to `concurrency` solving coroutines on one backend, merging their ops into batches.
+
+    A round runs every waiting op, grouped by key, and resumes the coroutines in admission order.
+    Plain extends go further where the backend allows (`refill`): a coroutine is resumed as soon as
+    its own rows are done, and if it then extends again, or a new problem takes its slot and
+    extends, those rows join the running batch, unless some problem waits on another kind of op."""
 
     def __init__(self, backend: Backend, concurrency: int = 1):
         if concurrency < 1:
@@ -98,44 +103,80 @@ class InFlight:
         self.backend, self.concurrency = backend, concurrency
         self.waiting: dict[Hashable, tuple[Solving, Op]] = {}     # admission order
 
-    def run(self, jobs: Iterable[tuple[Hashable, Solving]]) -> Iterator[tuple[Hashable, Any]]:
-        """Yield `(key, result)` of each job as it finishes (in any order); the next job starts at once."""
-        jobs = iter(jobs)
-        self.waiting = {}
-        finished: list[tuple[Hashable, Any]] = []
+    def run(self, jobs: Iterable[tuple[Hashable, Solving]], done: Callable[[Hashable, Any], None]) -> None:
+        """Solve every job, calling `done(key, result)` as each finishes (in any order); the next job
+        starts at once."""
+        self.jobs, self.done, self.waiting = iter(jobs), done, {}
         try:
-            while True:
-                while len(self.waiting) < self.concurrency and (job := next(jobs, None)) is not None:
-                    self._advance(*job, None, finished)
-                yield from finished
-                finished.clear()
-                if not self.waiting:
-                    return
-                self._round(finished)
+            self._admit()
+            while self.waiting:
+                self._round()
         finally:
             self.close()
 
-    def _round(self, finished: list[tuple[Hashable, Any]]) -> None:
-        """Run every waiting op, grouped by key, then resume the coroutines in admission order."""
-        groups: dict[Hashable, list[Hashable]] = {}
-        for name, (_, op) in self.waiting.items():
-            groups.setdefault(op.key(), []).append(name)
-        results: dict[Hashable, Any] = {}
-        for names in groups.values():
-            ops = [self.waiting[name][1] for name in names]
-            results.update(zip(names, type(ops[0]).run(self.backend, ops)))
-        for name in list(self.waiting):
-            coroutine, _ = self.waiting.pop(name)
-            self._advance(name, coroutine, results[name], finished)
+    def _admit(self) -> None:
+        while len(self.waiting) < self.concurrency and (job := next(self.jobs, None)) is not None:
+            self._advance(*job, None)
 
-    def _advance(self, name: Hashable, coroutine: Solving, value: Any, finished: list) -> None:
+    def _advance(self, name: Hashable, coroutine: Solving, value: Any) -> None:
         try:
             self.waiting[name] = coroutine, coroutine.send(value)
-        except StopIteration as done:
-            finished.append((name, done.value))
+        except StopIteration as finished:
+            self.done(name, finished.value)
+            self._admit()
         except BaseException:
             coroutine.close()
             raise
+
+    def _resume(self, name: Hashable, value: Any) -> None:
+        coroutine, _ = self.waiting.pop(name)
+        self._advance(name, coroutine, value)
+
+    def _round(self) -> None:
+        groups: dict[Hashable, list[Hashable]] = {}
+        for name, (_, op) in self.waiting.items():
+            groups.setdefault(op.key(), []).append(name)
+        results: list[tuple[Hashable, Any]] = []
+        for names in groups.values():
+            ops = [self.waiting[name][1] for name in names]
+            if self._joinable(ops[0]):
+                self._extend_joining(names)
+            else:
+                results += zip(names, type(ops[0]).run(self.backend, ops))
+        for name, result in results:
+            self._resume(name, result)
+
+    def _joinable(self, op: Op) -> bool:
+        return isinstance(op, Extend) and not op.keep_cache and getattr(self.backend, "joins", False)
+
+    def _extend_joining(self, names: list[Hashable]) -> None:
+        """One extend call whose batch stays full: coroutines resume as their rows are done, and their
+        next extends (or new problems' first ones) join it."""
+        owner: dict[int, Hashable] = {}
+        left: dict[Hashable, int] = {}
+
+        def take(name: Hashable) -> list[ExtendRequest]:
+            requests = self.waiting[name][1].requests
+            left[name] = len(requests)
+            owner.update((id(r), name) for r in requests)
+            return requests
+
+        def refill(done: list[ExtendRequest]) -> list[ExtendRequest]:
+            for r in done:
+                name = owner.pop(id(r))
+                left[name] -= 1
+                if not left[name]:
+                    del left[name]
+                    self._resume(name, None)
+            if not all(self._joinable(op) for _, op in self.waiting.values()):
+                return []          # someone waits on another kind of op: let this batch drain
+            return [r for name in list(self.waiting) if name not in left for r in take(name)]
+
+        requests = [r for name in names for r in take(name)]
+        if requests:
+            self.backend.extend_requests(requests, refill=refill)
+        for name in [n for n in names if n in left and not left[n]]:
+            self._resume(name, None)
 
     def close(self) -> None:
         """Abandon the coroutines in flight."""
@@ -149,5 +190,7 @@ class InFlight:
 
 
 def drive(backend: Backend, solving: Solving) -> Any:
-    """Run one coroutine to its result on `backend` (each op as its own call)."""
-    return next(InFlight(backend).run([(0, solving)]))[1]
+    """Run one coroutine to its result on `backend`."""
+    results: list[Any] = []
+    InFlight(backend).run([(0, solving)], lambda _, result: results.append(result))
+    return results[0]

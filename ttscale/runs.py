@@ -157,11 +157,13 @@ def run(problems: list[Problem], task: Task, backend: Backend, cfg: RunConfig, r
     done = {r["id"] for r in rundir.records()}
     todo = [p for p in problems if p.id not in done]
     flight = InFlight(backend, cfg.plan.concurrency(getattr(backend, "batch_size", 32), cfg.concurrency))
+    def finished(_, result: dict[str, Any]) -> None:
+        rundir.append(result)
+        if progress:
+            progress(result, flight.in_flight)
+
     try:
-        for _, result in flight.run((p.id, solving(p, task, backend, cfg)) for p in todo):
-            rundir.append(result)
-            if progress:
-                progress(result, flight.in_flight)
+        flight.run(((p.id, solving(p, task, backend, cfg)) for p in todo), finished)
     except BaseException:
         rundir.write_summary(summarise(_in_order(rundir, ids), cfg) | {"partial": True, "of": len(ids)})
         raise

@@ -66,6 +66,16 @@ def named_presets(directory: Path | None = None) -> dict[str, str]:
     return {p.stem: spec for p in sorted(directory.glob("*.toml")) if (spec := _preset(p.stem, directory).get("spec"))}
 
 
+def split_count(text: str) -> tuple[str, int]:
+    """`reroute+sc@8` -> (`reroute+sc`, 8); a spec without `@N` draws one sample."""
+    spec, at, count = text.partition("@")
+    if not at:
+        return text, 1
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"strategy {text!r}: the number after @ must be a positive integer")
+    return spec, int(count)
+
+
 def parse_spec(text: str, directory: Path | None = None) -> tuple[Spec, dict[str, Any]]:
     """The spec's components, and the settings tables of a named preset (empty for a plain spec)."""
     directory = directory or presets_dir()

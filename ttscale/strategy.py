@@ -66,5 +66,7 @@ class Strategy:
         the outcomes are in problem order and do not depend on the concurrency."""
         problems = list(problems)
         k = self.concurrency(getattr(backend, "batch_size", 32), concurrency)
-        done = dict(InFlight(backend, k).run((i, self.solving(p, task, backend, seed)) for i, p in enumerate(problems)))
+        done: dict[int, Outcome] = {}
+        InFlight(backend, k).run(((i, self.solving(p, task, backend, seed)) for i, p in enumerate(problems)),
+                                 done.__setitem__)
         return [done[i] for i in range(len(problems))]

@@ -9,8 +9,9 @@ the batch.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -59,6 +60,7 @@ class _Kept:
 
 
 class HFBackend(ChatBranches):
+    joins = True        # extend_requests takes `refill`: rows of other problems join a running batch
     def __init__(self, model: str, device: str | None = None, dtype: str | None = None, batch_size: int = 32,
                  experts_implementation: str | None = None, decode: str = "auto"):
         """Load a hub id or local directory (cuda when available, bf16 there; else cpu and fp32)."""
@@ -116,32 +118,41 @@ class HFBackend(ChatBranches):
 
     # --- extend -----------------------------------------------------------------------------
 
-    def extend_requests(self, requests: Sequence[ExtendRequest], keep_cache: bool = False) -> None:
+    def extend_requests(self, requests: Sequence[ExtendRequest], keep_cache: bool = False,
+                        refill: Refill | None = None) -> None:
+        """Rows decode together, at most `batch_size` at a time; on the dynamic cache a row that leaves is
+        replaced at once by a waiting one. `refill(done)` is told of every request as it completes and may
+        return new requests, which join this call (the in-flight driver's way to keep the batch full)."""
         if not keep_cache:
             self._kept = None
-        todo = []
-        for r in requests:
-            if r.branch.finished:
-                continue
-            if r.budget() <= 0:
-                r.branch.finished, r.branch.finish_reason = True, "length"
-                continue
-            todo.append(_Row(r, r.budget(), len(r.branch.generated)))
-        for start in range(0, len(todo), self.batch_size):
-            self._extend_batch(todo[start:start + self.batch_size], keep_cache and len(todo) <= self.batch_size)
+        queue: deque[_Row] = deque()
+        self._enqueue(list(requests), queue, refill)
+        self._decode(queue, refill, keep_cache and len(queue) <= self.batch_size)
+
+    def _enqueue(self, requests: list[ExtendRequest], queue: deque[_Row], refill: Refill | None) -> None:
+        """Queue the requests with tokens to make; report the others as done at once."""
+        while requests:
+            done = []
+            for r in requests:
+                if not r.branch.finished and r.budget() <= 0:
+                    r.branch.finished, r.branch.finish_reason = True, "length"
+                if r.branch.finished:
+                    done.append(r)
+                else:
+                    queue.append(_Row(r, r.budget(), len(r.branch.generated)))
+            requests = refill(done) if refill and done else []
 
     @torch.no_grad()
-    def _extend_batch(self, rows: list[_Row], keep_cache: bool) -> None:
-        every = list(rows)
-        branches = [row.branch for row in rows]
-        self.table.load(self._stacked(branches).delta)
-        start = time.perf_counter()
-        run = self._resume(branches) if keep_cache else None
-        if run is None:
-            run = self._prefill(branches, static=not keep_cache, new_tokens=max(row.budget for row in rows))
-        logits = run.logits
-        _share(branches, "prefill", time.perf_counter() - start)
-        while rows:
+    def _decode(self, queue: deque[_Row], refill: Refill | None, keep_cache: bool) -> None:
+        rows: list[_Row] = []
+        run, logits = None, None
+        while True:
+            if queue and len(rows) < self.batch_size and (run is None or run.can_join):
+                joining = [queue.popleft() for _ in range(min(len(queue), self.batch_size - len(rows)))]
+                run, logits = self._start(run, logits, rows, joining, keep_cache)
+                rows += joining
+            if not rows:
+                return
             start, step_rows = time.perf_counter(), [row.branch for row in rows]
             tokens, logprobs = sample(logits, [row.params for row in rows],
                                       [uniform(b.seed, len(b.generated)) for b in step_rows])
@@ -149,19 +160,40 @@ class HFBackend(ChatBranches):
                 row.append(tok, lp)
                 self._check_finished(row, tok)
             stay = [i for i, row in enumerate(rows) if not row.done]
-            if not stay and keep_cache:   # the chunk is done: keep the unfinished rows' cache
+            if not stay and keep_cache:   # the batch is done: keep the unfinished rows' cache
                 kept = [i for i, row in enumerate(rows) if not row.branch.finished]
                 run.select(kept)
                 self._kept = _Kept(run, [(rows[i].branch.id, len(rows[i].branch.tokens)) for i in kept])
             if len(stay) < len(rows):     # finished, paused or out of budget: leave the batch
+                left = [row for row in rows if row.done]
+                for row in left:
+                    self.set_text(row.branch, row.request.stop)
                 if stay:
                     run.select(stay)
+                else:
+                    run = None
                 tokens, rows = tokens[stay], [rows[i] for i in stay]
+                if refill:
+                    self._enqueue(refill([row.request for row in left]), queue, refill)
             if rows:
                 logits = run.step(tokens)
             _share(step_rows, "decode", time.perf_counter() - start)
-        for row in every:
-            self.set_text(row.branch, row.request.stop)
+
+    def _start(self, run, logits: Tensor | None, rows: list[_Row], joining: list[_Row], keep_cache: bool):
+        """Prefill the joining rows (or resume their kept cache) and add them to the running batch."""
+        branches = [row.branch for row in joining]
+        before = self.table.rows() if run is not None else None
+        self.table.load(self._stacked(branches).delta)
+        start = time.perf_counter()
+        fresh = self._resume(branches) if keep_cache else None
+        if fresh is None:
+            fresh = self._prefill(branches, static=not keep_cache and run is None,
+                                  new_tokens=max(row.budget for row in joining))
+        _share(branches, "prefill", time.perf_counter() - start)
+        if run is None:
+            return fresh, fresh.logits
+        run.join(fresh, torch.cat([before, self.table.rows()]))
+        return run, torch.cat([logits, fresh.logits])
 
     # --- score and adapt -----------------------------------------------------------------------
 
@@ -253,6 +285,7 @@ class HFBackend(ChatBranches):
         return self.tokenizer.decode(tokens[-_STOP_WINDOW:], skip_special_tokens=True)
 
 
+Refill = Callable[[list[ExtendRequest]], list[ExtendRequest]]
 _STOP_WINDOW = 32   # generated tokens decoded to look for a stop string
 
 DECODE_MODES = ("auto", "dynamic", "static", "compiled")

@@ -44,7 +44,8 @@ def positions(mask: Tensor) -> Tensor:
 
 
 class DynamicRun:
-    """A batch decoded on a growing `DynamicCache`; rows that leave are dropped from it."""
+    """A batch decoded on a growing `DynamicCache`; rows that leave are dropped from it, and rows prefilled
+    apart can join it (`join`), so a batch stays full while its rows come and go."""
 
     def __init__(self, model, table: DeltaTable, ids: Tensor, mask: Tensor):
         self.model, self.table, self.mask = model, table, mask
@@ -52,6 +53,17 @@ class DynamicRun:
         self.cache = DynamicCache(config=model.config)
         self.logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
                             past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        self.can_join = not any(getattr(layer, "is_sliding", False) for layer in self.cache.layers)
+
+    def join(self, other: DynamicRun, deltas: Tensor) -> None:
+        """Append `other`'s rows (their deltas `[B, L, E]` follow this run's in `deltas`): caches and masks
+        are left-padded to one length; positions come from the mask, so padding changes no row's values."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(other.mask, width, 1)])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys = torch.cat([_left_pad(mine.keys, width, 2), _left_pad(theirs.keys, width, 2)])
+            mine.values = torch.cat([_left_pad(mine.values, width, 2), _left_pad(theirs.values, width, 2)])
+        self.table.load(deltas)
 
     def select(self, keep: list[int]) -> None:
         index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
@@ -100,6 +112,7 @@ def supports_static(model) -> bool:
 
 class StaticRun:
     """A batch decoded on static caches: rows sit in slots of a bucket-sized batch."""
+    can_join = False
 
     def __init__(self, kv: StaticKV, table: DeltaTable, ids: Tensor, mask: Tensor, new_tokens: int):
         self.kv, self.table = kv, table
@@ -148,6 +161,16 @@ class StaticRun:
         self.write += 1
         self.next_position = self.next_position + 1
         return logits[self.slots]
+
+
+def _left_pad(t: Tensor, width: int, dim: int) -> Tensor:
+    """Zeros before `t` along `dim` up to `width`."""
+    missing = width - t.shape[dim]
+    if missing == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
 def _pad_rows(t: Tensor, size: int) -> Tensor:
