@@ -126,7 +126,7 @@ def _throughput(model: Optional[str], task: str, problems: int, strategies: str,
                 device: Optional[str], dtype: Optional[str], decode: str, out: Optional[Path]) -> None:
     import json
 
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from ttscale.demo import DEMO_MODEL
     from ttscale.throughput import ThroughputConfig, run_throughput
@@ -137,7 +137,7 @@ def _throughput(model: Optional[str], task: str, problems: int, strategies: str,
                                                  device=device, dtype=dtype, decode=decode))
     except ValueError as e:
         fail(str(e))
-    table = Table("strategy", "concurrency auto", "problems/s, 1 in flight", "problems/s, auto", "ratio",
+    table = Table(Column("strategy", no_wrap=True), "concurrency auto", "problems/s, 1 in flight", "problems/s, auto", "ratio",
                   "same predictions", title=f"{result['problems']} problems of {task} on {result['device']} "
                   f"({result['threads']} threads)")
     for r in result["results"]:
