@@ -70,6 +70,21 @@ class Compute:
             self.add_seconds(phase, s)
         return self
 
+    def __add__(self, other: Compute) -> Compute:
+        out = copy.deepcopy(self)
+        out += other
+        return out
+
+    def __sub__(self, other: Compute) -> Compute:
+        """What was spent since `other`, an earlier copy of this compute."""
+        out = copy.deepcopy(self)
+        for name, value in other.__dict__.items():
+            if name != "seconds":
+                setattr(out, name, getattr(out, name) - value)
+        for phase, s in other.seconds.items():
+            out.add_seconds(phase, -s)
+        return out
+
 
 @dataclass
 class Cycle:

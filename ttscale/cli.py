@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -17,47 +20,80 @@ console = Console(stderr=True)
 
 
 def fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
+def warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad input (ValueError) and filesystem errors (OSError) end the command with one line and exit code 2."""
+    try:
+        yield
+    except ValueError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
+
+
+class _WarningLine(logging.Handler):
+    """ttscale's own log warnings (e.g. unknown keys in a task file) as one `warning:` line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warn(record.getMessage())
+
+
 def progress_bar(label: str):
-    """A rich progress bar over problems, showing accuracy so far (only on a terminal)."""
+    """A rich progress bar over problems, showing accuracy so far (only on a terminal). Python warnings
+    raised meanwhile (third-party deprecations) are held back and shown once each after the bar."""
     @contextmanager
     def bar(total: int) -> Iterator[Callable[[dict], None]]:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("acc {task.fields[acc]}"), TimeRemainingColumn())
-        with Progress(*columns, console=console, disable=not sys.stderr.isatty()) as progress:
-            job = progress.add_task(label, total=total, acc="-")
-            graded: list[bool] = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            with Progress(*columns, console=console, disable=not sys.stderr.isatty()) as progress:
+                job = progress.add_task(label, total=total, acc="-")
+                graded: list[bool] = []
 
-            def advance(record: dict) -> None:
-                if record["correct"] is not None:
-                    graded.append(record["correct"])
-                progress.update(job, advance=1, acc=f"{sum(graded) / len(graded):.3f}" if graded else "-")
+                def advance(record: dict) -> None:
+                    if record["correct"] is not None:
+                        graded.append(record["correct"])
+                    progress.update(job, advance=1, acc=f"{sum(graded) / len(graded):.3f}" if graded else "-")
 
-            yield advance
+                yield advance
+        for line in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught):
+            warn(line)
     return bar
+
+
+TASK_HELP = ("demo, demo-shift, gsm8k, math500, humaneval, mbpp, mmlu, arc, or a JSONL file of "
+             "{id, prompt, answer}")
 
 
 @app.callback()
 def main() -> None:
     """Run strategies on MoE models; see `ttscale COMMAND --help`."""
+    log = logging.getLogger("ttscale")
+    if not any(isinstance(h, _WarningLine) for h in log.handlers):
+        log.addHandler(_WarningLine(logging.WARNING))
 
 
 @app.command()
 def run(
-    model: Optional[str] = typer.Option(None, help="Hub id or local directory of a transformers MoE model "
-                                        "(default: the bundled demo MoE)."),
-    task: Optional[str] = typer.Option(None, help="demo (default), demo-shift, gsm8k, math500, humaneval, mbpp, mmlu, "
-                                       "arc, or a JSONL file of {id, prompt, answer}."),
+    model: Optional[str] = typer.Option(None, help="Hub id or local directory of a transformers MoE model, or demo "
+                                        "(the bundled demo MoE; the default)."),
+    task: Optional[str] = typer.Option(None, help=TASK_HELP + " (default: demo)."),
     strategy: str = typer.Option("greedy", help="Strategy spec, e.g. reroute+sc, sc, bon, beam, reroute, greedy."),
     n: int = typer.Option(1, help="Samples per problem."),
     limit: Optional[int] = typer.Option(None, help="Solve at most this many problems."),
     seed: int = typer.Option(0, help="Seed of the first branch of each problem."),
     out: Path = typer.Option(Path("runs/latest"), help="Output directory: records.jsonl and summary.json."),
     backend: str = typer.Option("hf", help="hf (transformers, in-process) | sglang (in-process sglang.Engine, "
-                                "CUDA; pip install 'ttscale[sglang]')."),
+                                "CUDA; pip install 'ttscale\\[sglang]')."),
     set_: list[str] = typer.Option([], "--set", help="Override a setting: section.key=value (repeatable)."),
     save_deltas: bool = typer.Option(False, "--save-deltas", help="Write each sample's final router deltas."),
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),
@@ -68,19 +104,17 @@ def run(
     overwrite: bool = typer.Option(False, help="Replace a different run's records in --out (same config: resumes)."),
 ) -> None:
     """Solve a task's problems with a strategy and write one record per problem."""
-    from ttscale.demo import DEMO_MODEL, DEMO_TASK
+    from ttscale.demo import DEMO_MODEL, DEMO_MODEL_NAME, DEMO_TASK, model_name
     from ttscale.runs import RunConfig, execute
 
-    if model is None and not DEMO_MODEL.is_dir():
+    model, task = model_name(model or DEMO_MODEL_NAME), task or DEMO_TASK
+    if model == DEMO_MODEL_NAME and not DEMO_MODEL.is_dir():
         fail("the bundled demo model is missing from this installation; pass --model")
-    model, task = model or str(DEMO_MODEL), task or DEMO_TASK
-    try:
+    with user_errors():
         cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,
                         overrides=list(set_), save_deltas=save_deltas)
         summary = execute(cfg, out, overwrite, progress=progress_bar(strategy), device=device, dtype=dtype,
                           batch_size=batch_size, decode=decode)
-    except ValueError as e:
-        fail(str(e))
     acc = summary["accuracy"]
     ci = summary["ci95"]
     shown = "n/a (no gold answers)" if acc is None else f"{acc:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
@@ -89,7 +123,7 @@ def run(
 
 @app.command()
 def grade(
-    task: str = typer.Option(..., help="Task name (gsm8k, math500, humaneval, mbpp, mmlu, arc) or a .jsonl file."),
+    task: str = typer.Option(..., help=TASK_HELP + "."),
     answers: Path = typer.Option(..., help="JSONL with one {\"id\", \"completion\"} per line."),
     out: Optional[Path] = typer.Option(None, help="Write per-item results (id, prediction, gold, correct) here."),
 ) -> None:
@@ -126,10 +160,8 @@ def curve(
     """Accuracy against compute: n = 1, 2, 4, ... N from each pooled run, points for single-answer runs."""
     from ttscale.curves import write_curve
 
-    try:
+    with user_errors():
         points = write_curve(runs, out, x)
-    except ValueError as e:
-        fail(str(e))
     for p in points:
         typer.echo(f"{p.label:24s} n={p.n:<3d} {x}={p.x:.4g} accuracy={p.accuracy:.3f} [{p.low:.3f}, {p.high:.3f}]")
     typer.echo(f"wrote {out.with_suffix('.png')}, {out.with_suffix('.svg')}, {out.with_suffix('.csv')}")
@@ -144,28 +176,28 @@ def report(
     from rich.table import Table
 
     from ttscale.report import COLUMNS, markdown as to_markdown, report_rows
+    from ttscale.rundir import check_writable, write_text
 
-    try:
+    with user_errors():
+        if markdown:
+            check_writable(markdown, "--markdown")
         rows = report_rows(runs)
-    except ValueError as e:
-        fail(str(e))
     table = Table(*COLUMNS)
     for row in rows:
         table.add_row(*(str(row[c]) for c in COLUMNS))
     Console(width=200).print(table)
     if markdown:
-        markdown.write_text(to_markdown(rows))
+        with user_errors():
+            write_text(markdown, to_markdown(rows), "--markdown")
 
 
 @app.command()
-def models(model: str = typer.Argument(..., help="Hub id or local directory.")) -> None:
+def models(model: str = typer.Argument(..., help="Hub id, local directory, or demo (the bundled model).")) -> None:
     """Describe an MoE model from its config: family, MoE layers, experts, top-k, parameters, reroute support."""
     from ttscale.backends.hf import describe_model
 
-    try:
+    with user_errors():
         info, problem = describe_model(model)
-    except ValueError as e:
-        fail(str(e))
     if info is None:
         typer.echo(f"reroute: unsupported: {problem}")
         raise typer.Exit(1)
@@ -197,14 +229,15 @@ def bench(
     from rich.table import Table
 
     from ttscale.bench import BenchConfig, run_bench
+    from ttscale.rundir import check_writable, write_text
 
-    try:
+    with user_errors():
+        if out:
+            check_writable(out, "--out")
         sizes = tuple(int(b) for b in batches.split(","))
         result = run_bench(BenchConfig(shape=shape, model=model, layers=layers, device=device, dtype=dtype,
                                        decode=decode, batches=sizes, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
                                        decode_tokens=decode_tokens, repeats=repeats))
-    except ValueError as e:
-        fail(str(e))
     table = Table("measurement", "value", title=f"{result['model']['family']} shape {model or shape} on "
                   f"{result['device']} ({result['model']['active_params']:,} active params, "
                   f"{result['decode_mode']} decode, {result['experts']} experts)")
@@ -222,7 +255,8 @@ def bench(
     table.add_row("reroute+sc@8 / sc@8", f"{result['reroute_sc_over_sc']:.2f}x")
     Console().print(table)
     if out:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        with user_errors():
+            write_text(out, json.dumps(result, indent=2) + "\n", "--out")
 
 
 if __name__ == "__main__":
