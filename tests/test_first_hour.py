@@ -18,6 +18,8 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 def invoke(*args):
     """The CLI in-process (no interpreter start-up): exit code, stdout, stderr."""
     result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
     return result.exit_code, result.stdout, result.stderr
 
 
