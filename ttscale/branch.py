@@ -125,7 +125,7 @@ class Branch:
         child.tokens, child.logprobs = list(self.tokens), list(self.logprobs)
         child.delta = None if self.delta is None else self.delta.clone()
         child.cycles = [copy.copy(c) for c in self.cycles]
-        child.meta = dict(self.meta)
+        child.meta = {k: v for k, v in self.meta.items() if k != "shared_compute"}   # it spent nothing yet
         child.compute = Compute()
         child.id, child.parent = next(_ids), self.id
         child.seed = self.seed if seed is None else seed

@@ -63,10 +63,10 @@ class HFBackend(ChatBranches):
         options = {"experts_implementation": experts_implementation} if experts_implementation else {}
         check_local_dir(model)
         hf_logging.disable_progress_bar()
-        options |= load_options(model)
+        hub = load_options(model)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(model, **load_options(model))
-            loaded = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **options)
+            tokenizer = AutoTokenizer.from_pretrained(model, **hub)
+            loaded = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **options, **hub)
         except (OSError, ValueError) as e:
             raise load_error(model, "model", e) from None
         self._attach(loaded.to(device), tokenizer, batch_size, model, decode)
