@@ -2,8 +2,10 @@
 
     python recipes/compare_strategies.py --model MODEL --task TASK --limit 50 --out runs/compare
 
-One model load serves all four runs; each run resumes if interrupted. Writes OUT/<strategy>/,
-OUT/curve.{png,svg,csv} and OUT/report.md.
+One model load serves all four runs; each run resumes if interrupted. Before the timed runs every
+strategy solves one problem untimed (`ttscale.warmup`), so the first strategy does not pay the
+process's warm-up and per-phase seconds compare fairly. Writes OUT/<strategy>/, OUT/curve.{png,svg,csv}
+and OUT/report.md.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from ttscale.backends import load_backend
 from ttscale.curves import write_curve
 from ttscale.report import markdown, report_rows
 from ttscale.runs import RunConfig, execute
+from ttscale.warmup import warm_up
 
 STRATEGIES = ("greedy", "reroute", "sc", "reroute+sc")
 
@@ -29,12 +32,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--x", default="flops", choices=("tokens", "flops", "seconds"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="time the first strategy cold (to measure what the warm-up removes)")
     args = parser.parse_args()
 
     backend = load_backend("hf", args.model)
+    plan = [(strategy, args.n if strategy.endswith("sc") else 1) for strategy in STRATEGIES]
+    if args.warm_up:
+        warm_up(backend, args.model, args.task, plan, args.overrides)
     runs = []
-    for strategy in STRATEGIES:
-        n = args.n if strategy.endswith("sc") else 1
+    for strategy, n in plan:
         cfg = RunConfig(model=args.model, task=args.task, strategy=strategy, n=n, limit=args.limit, seed=args.seed,
                         overrides=args.overrides)
         summary = execute(cfg, args.out / strategy.replace("+", "-"), backend=backend)

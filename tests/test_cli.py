@@ -34,6 +34,7 @@ def test_run_reroute_writes_the_record_contract(model_dirs, task_file, tmp_path)
                    "--out", str(out), "--set", "sample.max_new_tokens=12", "--set", "reroute.interval=5",
                    "--set", "reroute.steps=2", "--save-deltas", "--limit", "2")
     assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr and "deprecated" not in done.stderr, done.stderr   # nothing to break the bar
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["p1", "p2"]
     for r in records:
@@ -55,24 +56,23 @@ def test_run_reroute_writes_the_record_contract(model_dirs, task_file, tmp_path)
     assert summary["config"]["settings"]["reroute"]["interval"] == 5
 
 
-def test_rerun_resumes_a_changed_config_is_refused_and_overwrite_replaces(model_dirs, task_file, tmp_path):
+def test_rerun_resumes_a_changed_config_is_refused_and_overwrite_replaces(model_dirs, task_file, tmp_path, cli):
     out = tmp_path / "greedy"
-    args = ("run", "--model", str(model_dirs["olmoe"]), "--task", str(task_file), "--out", str(out),
-            "--set", "sample.max_new_tokens=8")
-    assert ttscale(*args, "--limit", "2").returncode == 0
+    args = ("run", "--model", model_dirs["olmoe"], "--task", task_file, "--out", out, "--set", "sample.max_new_tokens=8")
+    assert cli(*args, "--limit", "2")[0] == 0
     records = (out / "records.jsonl").read_text()
     assert all(json.loads(line)["samples"][0]["routing"]["layers"] == [] for line in records.splitlines())
-    assert ttscale(*args).returncode == 0                      # same config, larger limit: resumes
+    assert cli(*args)[0] == 0                                  # same config, larger limit: resumes
     resumed = (out / "records.jsonl").read_text()
     assert resumed.startswith(records) and len(resumed.splitlines()) == 3
-    changed = ttscale(*args, "--set", "sample.top_k=5")
-    assert changed.returncode == 2 and "sample" in changed.stderr and "--overwrite" in changed.stderr
+    code, _, err = cli(*args, "--set", "sample.top_k=5")
+    assert code == 2 and "sample" in err and "--overwrite" in err
     assert (out / "records.jsonl").read_text() == resumed
-    assert ttscale(*args, "--set", "sample.top_k=5", "--overwrite", "--limit", "1").returncode == 0
+    assert cli(*args, "--set", "sample.top_k=5", "--overwrite", "--limit", "1")[0] == 0
     assert len((out / "records.jsonl").read_text().splitlines()) == 1
 
 
-def test_a_killed_run_resumes_to_the_same_records(model_dirs, tmp_path):
+def test_a_killed_run_resumes_to_the_same_records(model_dirs, tmp_path, cli):
     import signal
     import time
 
@@ -82,7 +82,7 @@ def test_a_killed_run_resumes_to_the_same_records(model_dirs, tmp_path):
     args = ["run", "--model", str(model_dirs["olmoe"]), "--task", str(tasks), "--strategy", "reroute",
             "--set", "sample.max_new_tokens=48", "--set", "reroute.interval=16"]
     whole = tmp_path / "whole"
-    assert ttscale(*args, "--out", str(whole)).returncode == 0
+    assert cli(*args, "--out", whole)[0] == 0
     killed = tmp_path / "killed"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen([sys.executable, "-m", "ttscale.cli", *args, "--out", str(killed)], env=env,
@@ -96,7 +96,7 @@ def test_a_killed_run_resumes_to_the_same_records(model_dirs, tmp_path):
     partial = records.read_text().count("\n")
     assert 2 <= partial < 12, "the kill landed mid-run"
     assert not (killed / "summary.json").exists()
-    assert ttscale(*args, "--out", str(killed)).returncode == 0
+    assert cli(*args, "--out", killed)[0] == 0
 
     def ordered(path):     # records come in the order problems finish
         return sorted((json.loads(line) for line in (path / "records.jsonl").read_text().splitlines()),
@@ -115,25 +115,24 @@ def test_a_killed_run_resumes_to_the_same_records(model_dirs, tmp_path):
     (["--set", "reroute.select=sideways"], "invalid reroute setting select"),
     (["--n", "4"], "pass --n 1"),
 ])
-def test_bad_input_gets_one_line_and_nonzero_exit(model_dirs, task_file, tmp_path, extra, message):
-    done = ttscale("run", "--model", str(model_dirs["olmoe"]), "--task", str(task_file), "--out",
-                   str(tmp_path / "x"), *extra)
-    assert done.returncode == 2
-    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+def test_bad_input_gets_one_line_and_nonzero_exit(model_dirs, task_file, tmp_path, cli, extra, message):
+    code, _, err = cli("run", "--model", model_dirs["olmoe"], "--task", task_file, "--out", tmp_path / "x", *extra)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_dense_model_is_refused(task_file, tmp_path):
+def test_dense_model_is_refused(task_file, tmp_path, cli):
     dense = save_tiny_model("llama", tmp_path / "dense")
-    done = ttscale("run", "--model", str(dense), "--task", str(task_file), "--out", str(tmp_path / "d"))
-    assert done.returncode == 2 and "no MoE routers" in done.stderr
+    code, _, err = cli("run", "--model", dense, "--task", task_file, "--out", tmp_path / "d")
+    assert code == 2 and "no MoE routers" in err
 
 
-def test_run_reroute_sc_records_every_sample_and_the_pick(model_dirs, task_file, tmp_path):
+def test_run_reroute_sc_records_every_sample_and_the_pick(model_dirs, task_file, tmp_path, cli):
     out = tmp_path / "sc"
-    done = ttscale("run", "--model", str(model_dirs["qwen2_moe"]), "--task", str(task_file), "--strategy",
-                   "reroute+sc", "--n", "4", "--limit", "1", "--out", str(out), "--set", "sample.max_new_tokens=8",
-                   "--set", "sc.vote=weighted")
-    assert done.returncode == 0, done.stderr
+    code, _, err = cli("run", "--model", model_dirs["qwen2_moe"], "--task", task_file, "--strategy", "reroute+sc",
+                       "--n", "4", "--limit", "1", "--out", out, "--set", "sample.max_new_tokens=8",
+                       "--set", "sc.vote=weighted")
+    assert code == 0, err
     record = json.loads((out / "records.jsonl").read_text())
     assert len(record["samples"]) == 4 and len({s["seed"] for s in record["samples"]}) == 4
     assert record["prediction"] == record["samples"][record["chosen"]]["answer"]
@@ -141,11 +140,11 @@ def test_run_reroute_sc_records_every_sample_and_the_pick(model_dirs, task_file,
     assert record["compute"]["generated_tokens"] == sum(s["tokens"] for s in record["samples"])
 
 
-def test_strategies_lists_components_and_presets():
-    done = ttscale("strategies")
-    assert done.returncode == 0
+def test_strategies_lists_components_and_presets(cli):
+    code, out, _ = cli("strategies")
+    assert code == 0
     for name in ("reroute.lr", "sc.vote", "bon.scorer", "beam.expansions", "paper-sc"):
-        assert name in done.stdout
+        assert name in out
 
 
 def test_custom_scorer_recipe_runs(model_dirs, task_file):
@@ -169,7 +168,7 @@ def test_every_command_has_help():
         assert result.exit_code == 0 and "Usage" in result.output and len(result.output.splitlines()) > 3
 
 
-def test_more_bad_inputs_get_one_line_errors(model_dirs, task_file, tmp_path):
+def test_more_bad_inputs_get_one_line_errors(model_dirs, task_file, tmp_path, cli):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": \n')
     cases = [
@@ -180,9 +179,9 @@ def test_more_bad_inputs_get_one_line_errors(model_dirs, task_file, tmp_path):
         (["--model", str(model_dirs["olmoe"]), "--task", str(task_file), "--set", "reroute.lr"], "section.key=value"),
     ]
     for args, message in cases:
-        done = ttscale("run", *args, "--out", str(tmp_path / "out"))
-        assert done.returncode == 2, (args, done.stderr)
-        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        code, _, err = cli("run", *args, "--out", tmp_path / "out")
+        assert code == 2, (args, err)
+        assert message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_paper_table_and_compare_recipes_run_on_tiny_models(model_dirs, tmp_path):

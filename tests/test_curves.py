@@ -8,7 +8,7 @@ import random
 import pytest
 
 from ttscale.aggregate import best
-from ttscale.curves import best_at, majority_at, run_points, subsets_mean, vote_share, write_curve
+from ttscale.curves import best_at, compute_of, majority_at, run_points, subsets_mean, vote_share, write_curve
 from ttscale.report import markdown, report_rows
 
 
@@ -78,3 +78,22 @@ def test_curve_and_report_write_their_files(tmp_path):
     assert "| sc | reroute+sc | 2 |" in table and "| greedy | greedy | 1 |" in table
     with pytest.raises(ValueError, match="no summary.json"):
         report_rows([tmp_path])
+
+
+def test_pooled_reroute_curve_at_n1_costs_what_a_reroute_run_costs(tmp_path):
+    """The shared prefill adaptation counts once at every n, not spread over the pool's N branches."""
+    from ttscale.backends import load_backend
+    from ttscale.runs import RunConfig, execute
+
+    backend = load_backend("hf", "demo")
+    for strategy, n in (("reroute", 1), ("reroute+sc", 4)):
+        execute(RunConfig(model="demo", task="demo", strategy=strategy, n=n, limit=3), tmp_path / strategy,
+                backend=backend)
+    records = [json.loads(line) for line in (tmp_path / "reroute+sc" / "records.jsonl").read_text().splitlines()]
+    for x in ("flops", "tokens"):
+        (single,) = run_points(tmp_path / "reroute", x)
+        pooled = run_points(tmp_path / "reroute+sc", x)
+        assert [p.n for p in pooled] == [1, 2, 4]
+        assert pooled[0].x == pytest.approx(single.x, rel=0.05)
+        assert pooled[-1].x == pytest.approx(sum(compute_of(r["compute"], x) for r in records) / 3)
+        assert pooled[0].x < pooled[1].x < pooled[2].x < 2 * pooled[0].x     # the adaptation dominates

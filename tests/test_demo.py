@@ -54,14 +54,16 @@ def test_domain_solutions_are_correct():
 
 
 def test_mini_training_run_is_deterministic_and_produces_a_loadable_moe(tmp_path):
-    def train(out):
-        done = subprocess.run([sys.executable, os.path.join(RECIPES, "train_demo_model.py"), "--steps", "3",
-                               "--batch", "4", "--out", str(out)], capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-        return (out / "model.safetensors").read_bytes()
-
-    out = tmp_path / "mini"
-    assert train(out) == train(tmp_path / "again")
+    outs = [tmp_path / "mini", tmp_path / "again"]
+    procs = [subprocess.Popen([sys.executable, os.path.join(RECIPES, "train_demo_model.py"), "--steps", "3",
+                               "--batch", "4", "--threads", "1", "--out", str(out)], stderr=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, text=True)
+             for out in outs]                          # side by side: start-up dominates, one thread each
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    out = outs[0]
+    assert (out / "model.safetensors").read_bytes() == (outs[1] / "model.safetensors").read_bytes()
     from ttscale.backends.hf import HFBackend
 
     backend = HFBackend(str(out))
@@ -91,11 +93,10 @@ def test_bundled_checkpoint_loads_offline_and_is_supported():
     assert {site.rule.family for site in find_routers(model)} == {"olmoe"}
 
 
-def test_run_with_no_model_or_task_uses_the_embedded_default(tmp_path):
+def test_run_with_no_model_or_task_uses_the_embedded_default(tmp_path, cli):
     out = tmp_path / "default"
-    done = subprocess.run([sys.executable, "-m", "ttscale.cli", "run", "--limit", "5", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    assert done.returncode == 0, done.stderr
+    code, _, err = cli("run", "--limit", "5", "--out", out)
+    assert code == 0, err
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in records] == [f"demo/test/{i}" for i in range(5)]
+    assert sorted(r["id"] for r in records) == [f"demo/test/{i}" for i in range(5)]    # in the order they finish
     assert all(r["correct"] in (True, False) for r in records)

@@ -1,9 +1,6 @@
 """Many problems in flight: shared batches across problems, the same records whatever the concurrency."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from records_match import differences
@@ -108,10 +105,9 @@ def test_kv_keep_runs_one_problem_at_a_time():
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "many", "1.5"])
-def test_bad_concurrency_is_one_line_exit_2_and_writes_nothing(tmp_path, value):
+def test_bad_concurrency_is_one_line_exit_2_and_writes_nothing(tmp_path, cli, value):
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "ttscale.cli", "run", "--concurrency", value, "--limit", "1",
-                           "--out", str(out)], capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    assert done.returncode == 2
-    assert "--concurrency" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    code, _, err = cli("run", "--concurrency", value, "--limit", "1", "--out", out)
+    assert code == 2
+    assert "--concurrency" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from ttscale.backends.hf import HFBackend
+from ttscale.backends.hf import HFBackend, load_config
 from ttscale.backends.sampling import Sampling
 from ttscale.branch import Branch
 from ttscale.generators import PlainGenerator, RerouteGenerator
@@ -61,7 +61,7 @@ class BenchConfig:
 
 def build_backend(cfg: BenchConfig) -> HFBackend:
     if cfg.model:
-        config = AutoConfig.from_pretrained(cfg.model)
+        config = load_config(cfg.model)
     elif cfg.shape in SHAPES:
         family, values = SHAPES[cfg.shape]
         config = AutoConfig.for_model(family, **values)

@@ -70,6 +70,21 @@ class Compute:
             self.add_seconds(phase, s)
         return self
 
+    def __add__(self, other: Compute) -> Compute:
+        out = copy.deepcopy(self)
+        out += other
+        return out
+
+    def __sub__(self, other: Compute) -> Compute:
+        """What was spent since `other`, an earlier copy of this compute."""
+        out = copy.deepcopy(self)
+        for name, value in other.__dict__.items():
+            if name != "seconds":
+                setattr(out, name, getattr(out, name) - value)
+        for phase, s in other.seconds.items():
+            out.add_seconds(phase, -s)
+        return out
+
 
 @dataclass
 class Cycle:
@@ -110,7 +125,7 @@ class Branch:
         child.tokens, child.logprobs = list(self.tokens), list(self.logprobs)
         child.delta = None if self.delta is None else self.delta.clone()
         child.cycles = [copy.copy(c) for c in self.cycles]
-        child.meta = dict(self.meta)
+        child.meta = {k: v for k, v in self.meta.items() if k != "shared_compute"}   # it spent nothing yet
         child.compute = Compute()
         child.id, child.parent = next(_ids), self.id
         child.seed = self.seed if seed is None else seed

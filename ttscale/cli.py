@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -17,13 +20,36 @@ console = Console(stderr=True)
 
 
 def fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad input (ValueError) and filesystem errors (OSError) end the command with one line and exit code 2."""
+    try:
+        yield
+    except ValueError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
+
+
+class _WarningLine(logging.Handler):
+    """ttscale's own log warnings (e.g. unknown keys in a task file) as one `warning:` line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warn(record.getMessage())
 
 
 def progress_bar(label: str, out: Path):
     """A rich progress bar over problems: done, in flight, accuracy of this session's problems (only on a
-    terminal); a line when resuming."""
+    terminal); a line when resuming. Python warnings raised meanwhile (third-party deprecations) are held
+    back and shown once each after the bar."""
     @contextmanager
     def bar(total: int, already_done: int) -> Iterator[Callable[[dict, int], None]]:
         if already_done:
@@ -31,17 +57,21 @@ def progress_bar(label: str, out: Path):
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("in flight {task.fields[flight]}"), TextColumn("acc {task.fields[acc]}"),
                    TimeRemainingColumn())
-        with Progress(*columns, console=console, disable=not sys.stderr.isatty()) as progress:
-            job = progress.add_task(label, total=total, completed=already_done, acc="-", flight=0)
-            graded: list[bool] = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            with Progress(*columns, console=console, disable=not sys.stderr.isatty()) as progress:
+                job = progress.add_task(label, total=total, completed=already_done, acc="-", flight=0)
+                graded: list[bool] = []
 
-            def advance(record: dict, in_flight: int) -> None:
-                if record["correct"] is not None:
-                    graded.append(record["correct"])
-                progress.update(job, advance=1, flight=in_flight,
-                                acc=f"{sum(graded) / len(graded):.3f}" if graded else "-")
+                def advance(record: dict, in_flight: int) -> None:
+                    if record["correct"] is not None:
+                        graded.append(record["correct"])
+                    progress.update(job, advance=1, flight=in_flight,
+                                    acc=f"{sum(graded) / len(graded):.3f}" if graded else "-")
 
-            yield advance
+                yield advance
+        for line in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught):
+            warn(line)
     return bar
 
 
@@ -58,24 +88,30 @@ def parse_concurrency(text: str) -> int | None:
     return value
 
 
+TASK_HELP = ("demo, demo-shift, gsm8k, math500, humaneval, mbpp, mmlu, arc, or a JSONL file of "
+             "{id, prompt, answer}")
+
+
 @app.callback()
 def main() -> None:
     """Run strategies on MoE models; see `ttscale COMMAND --help`."""
+    log = logging.getLogger("ttscale")
+    if not any(isinstance(h, _WarningLine) for h in log.handlers):
+        log.addHandler(_WarningLine(logging.WARNING))
 
 
 @app.command()
 def run(
-    model: Optional[str] = typer.Option(None, help="Hub id or local directory of a transformers MoE model "
-                                        "(default: the bundled demo MoE)."),
-    task: Optional[str] = typer.Option(None, help="demo (default), demo-shift, gsm8k, math500, humaneval, mbpp, mmlu, "
-                                       "arc, or a JSONL file of {id, prompt, answer}."),
+    model: Optional[str] = typer.Option(None, help="Hub id or local directory of a transformers MoE model, or demo "
+                                        "(the bundled demo MoE; the default)."),
+    task: Optional[str] = typer.Option(None, help=TASK_HELP + " (default: demo)."),
     strategy: str = typer.Option("greedy", help="Strategy spec, e.g. reroute+sc, sc, bon, beam, reroute, greedy."),
     n: int = typer.Option(1, help="Samples per problem."),
     limit: Optional[int] = typer.Option(None, help="Solve at most this many problems."),
     seed: int = typer.Option(0, help="Seed of the first branch of each problem."),
     out: Path = typer.Option(Path("runs/latest"), help="Output directory: records.jsonl and summary.json."),
     backend: str = typer.Option("hf", help="hf (transformers, in-process) | sglang (in-process sglang.Engine, "
-                                "CUDA; pip install 'ttscale[sglang]')."),
+                                "CUDA; pip install 'ttscale\\[sglang]')."),
     set_: list[str] = typer.Option([], "--set", help="Override a setting: section.key=value (repeatable)."),
     save_deltas: bool = typer.Option(False, "--save-deltas", help="Write each sample's final router deltas."),
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),
@@ -88,19 +124,18 @@ def run(
     overwrite: bool = typer.Option(False, help="Replace a different run's records in --out (same config: resumes)."),
 ) -> None:
     """Solve a task's problems with a strategy and write one record per problem."""
-    from ttscale.demo import DEMO_MODEL, DEMO_TASK
+    from ttscale.demo import DEMO_MODEL, DEMO_MODEL_NAME, DEMO_TASK, model_name
     from ttscale.runs import RunConfig, execute
 
-    if model is None and not DEMO_MODEL.is_dir():
+    model, task = model_name(model or DEMO_MODEL_NAME), task or DEMO_TASK
+    if model == DEMO_MODEL_NAME and not DEMO_MODEL.is_dir():
         fail("the bundled demo model is missing from this installation; pass --model")
-    model, task = model or str(DEMO_MODEL), task or DEMO_TASK
     try:
-        cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,
-                        overrides=list(set_), save_deltas=save_deltas, concurrency=parse_concurrency(concurrency))
-        summary = execute(cfg, out, overwrite, progress=progress_bar(strategy, out), device=device, dtype=dtype,
-                          batch_size=batch_size, decode=decode)
-    except ValueError as e:
-        fail(str(e))
+        with user_errors():
+            cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,
+                            overrides=list(set_), save_deltas=save_deltas, concurrency=parse_concurrency(concurrency))
+            summary = execute(cfg, out, overwrite, progress=progress_bar(strategy, out), device=device, dtype=dtype,
+                              batch_size=batch_size, decode=decode)
     except KeyboardInterrupt:
         partial = _read_summary(out) or {}
         done = (f"{partial['problems']}/{partial['of']} problems done (summary.json marked partial)"
@@ -128,29 +163,31 @@ def _throughput(model: Optional[str], task: str, problems: int, strategies: str,
 
     from rich.table import Column, Table
 
-    from ttscale.demo import DEMO_MODEL
+    from ttscale.demo import DEMO_MODEL_NAME
+    from ttscale.rundir import check_writable, write_text
     from ttscale.throughput import ThroughputConfig, run_throughput
 
-    try:
-        result = run_throughput(ThroughputConfig(model=model or str(DEMO_MODEL), task=task, problems=problems,
+    with user_errors():
+        if out:
+            check_writable(out, "--out")
+        result = run_throughput(ThroughputConfig(model=model or DEMO_MODEL_NAME, task=task, problems=problems,
                                                  strategies=tuple(strategies.split(",")), batch_size=batch_size,
                                                  device=device, dtype=dtype, decode=decode))
-    except ValueError as e:
-        fail(str(e))
-    table = Table(Column("strategy", no_wrap=True), "concurrency auto", "problems/s, 1 in flight", "problems/s, auto", "ratio",
-                  "same predictions", title=f"{result['problems']} problems of {task} on {result['device']} "
+    table = Table(Column("strategy", no_wrap=True), "concurrency auto", "problems/s, 1 in flight",
+                  "problems/s, auto", "ratio", "same predictions", title=f"{result['problems']} problems of {task} on {result['device']} "
                   f"({result['threads']} threads)")
     for r in result["results"]:
         table.add_row(r["strategy"], str(r["concurrency"]), f"{r['problems_s_k1']:.2f}", f"{r['problems_s_auto']:.2f}",
                       f"{r['ratio']:.2f}x", "yes" if r["same_predictions"] else "NO")
     Console().print(table)
     if out:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        with user_errors():
+            write_text(out, json.dumps(result, indent=2) + "\n", "--out")
 
 
 @app.command()
 def grade(
-    task: str = typer.Option(..., help="Task name (gsm8k, math500, humaneval, mbpp, mmlu, arc) or a .jsonl file."),
+    task: str = typer.Option(..., help=TASK_HELP + "."),
     answers: Path = typer.Option(..., help="JSONL with one {\"id\", \"completion\"} per line."),
     out: Optional[Path] = typer.Option(None, help="Write per-item results (id, prediction, gold, correct) here."),
 ) -> None:
@@ -187,10 +224,8 @@ def curve(
     """Accuracy against compute: n = 1, 2, 4, ... N from each pooled run, points for single-answer runs."""
     from ttscale.curves import write_curve
 
-    try:
+    with user_errors():
         points = write_curve(runs, out, x)
-    except ValueError as e:
-        fail(str(e))
     for p in points:
         typer.echo(f"{p.label:24s} n={p.n:<3d} {x}={p.x:.4g} accuracy={p.accuracy:.3f} [{p.low:.3f}, {p.high:.3f}]")
     typer.echo(f"wrote {out.with_suffix('.png')}, {out.with_suffix('.svg')}, {out.with_suffix('.csv')}")
@@ -205,28 +240,28 @@ def report(
     from rich.table import Table
 
     from ttscale.report import COLUMNS, markdown as to_markdown, report_rows
+    from ttscale.rundir import check_writable, write_text
 
-    try:
+    with user_errors():
+        if markdown:
+            check_writable(markdown, "--markdown")
         rows = report_rows(runs)
-    except ValueError as e:
-        fail(str(e))
     table = Table(*COLUMNS)
     for row in rows:
         table.add_row(*(str(row[c]) for c in COLUMNS))
     Console(width=200).print(table)
     if markdown:
-        markdown.write_text(to_markdown(rows))
+        with user_errors():
+            write_text(markdown, to_markdown(rows), "--markdown")
 
 
 @app.command()
-def models(model: str = typer.Argument(..., help="Hub id or local directory.")) -> None:
+def models(model: str = typer.Argument(..., help="Hub id, local directory, or demo (the bundled model).")) -> None:
     """Describe an MoE model from its config: family, MoE layers, experts, top-k, parameters, reroute support."""
     from ttscale.backends.hf import describe_model
 
-    try:
+    with user_errors():
         info, problem = describe_model(model)
-    except ValueError as e:
-        fail(str(e))
     if info is None:
         typer.echo(f"reroute: unsupported: {problem}")
         raise typer.Exit(1)
@@ -266,16 +301,17 @@ def bench(
     from rich.table import Table
 
     from ttscale.bench import BenchConfig, run_bench
+    from ttscale.rundir import check_writable, write_text
 
     if throughput:
         return _throughput(model, task, problems, strategies, batch_size, device, dtype, decode, out)
-    try:
+    with user_errors():
+        if out:
+            check_writable(out, "--out")
         sizes = tuple(int(b) for b in batches.split(","))
         result = run_bench(BenchConfig(shape=shape, model=model, layers=layers, device=device, dtype=dtype,
                                        decode=decode, batches=sizes, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
                                        decode_tokens=decode_tokens, repeats=repeats))
-    except ValueError as e:
-        fail(str(e))
     table = Table("measurement", "value", title=f"{result['model']['family']} shape {model or shape} on "
                   f"{result['device']} ({result['model']['active_params']:,} active params, "
                   f"{result['decode_mode']} decode, {result['experts']} experts)")
@@ -293,7 +329,8 @@ def bench(
     table.add_row("reroute+sc@8 / sc@8", f"{result['reroute_sc_over_sc']:.2f}x")
     Console().print(table)
     if out:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        with user_errors():
+            write_text(out, json.dumps(result, indent=2) + "\n", "--out")
 
 
 if __name__ == "__main__":

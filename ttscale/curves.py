@@ -6,14 +6,15 @@ samples (without replacement), averaged over problems, with a bootstrap 95 % CI 
 Majority votes and best-of-n picks have exact estimators; weighted votes average over all subsets
 (or, past 5000 subsets, 2000 seeded random ones). Ties count as the tied answers' average, the
 expectation of the seeded tie-break. Single-answer runs (greedy, reroute, beam) are points.
-Compute at n is the run's mean per-problem compute times n / N.
+Compute at n is what a run with n samples would have spent: work shared by all samples (the prefill
+adaptation of `reroute+sc`, recorded as `samples[].compute.shared`) once, the rest n / N of the problem's
+total.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
-import json
 import random
 from dataclasses import dataclass
 from math import comb
@@ -24,7 +25,7 @@ import numpy as np
 from scipy.stats import bootstrap
 
 from ttscale.aggregate import vote_weights
-from ttscale.rundir import read_records
+from ttscale.rundir import check_writable, load_run
 from ttscale.spec import parse_spec
 
 X_AXES = ("tokens", "flops", "seconds")
@@ -131,8 +132,8 @@ def _ci(values: Sequence[float], seed: int = 0) -> tuple[float, float]:
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def compute_of(record: dict[str, Any], x: str) -> float:
-    c = record["compute"]
+def compute_of(c: dict[str, Any], x: str) -> float:
+    """One compute record (a problem's, a sample's, a mean) on the x axis."""
     if x == "flops":
         return c["flops"]
     if x == "seconds":
@@ -142,18 +143,23 @@ def compute_of(record: dict[str, Any], x: str) -> float:
             + c.get("score_tokens", 0) + c.get("reward_tokens", 0))
 
 
+def compute_at(record: dict[str, Any], x: str, n: int) -> float:
+    """What a run drawing n of this pooled problem's N samples would have spent: the shared work once,
+    the rest (per-sample work) n / N of it."""
+    shared = sum(compute_of(s["compute"]["shared"], x) for s in record["samples"] if "shared" in s.get("compute", {}))
+    return shared + (compute_of(record["compute"], x) - shared) * n / len(record["samples"])
+
+
 def run_points(run: Path, x: str = "tokens") -> list[Point]:
-    """The accuracy-vs-compute points of one run directory."""
-    summary_file = Path(run) / "summary.json"
-    if not summary_file.exists():
-        raise ValueError(f"{run}: no summary.json (not a finished ttscale run)")
-    config = json.loads(summary_file.read_text())["config"]
-    records = [r for r in read_records(Path(run) / "records.jsonl") if r["correct"] is not None]
+    """The accuracy-vs-compute points of one run directory (the problems its summary covers)."""
+    summary, records = load_run(run)
+    config = summary["config"]
+    records = [r for r in records if r["correct"] is not None]
     if not records:
         raise ValueError(f"{run}: no graded records")
     spec, _ = parse_spec(config["strategy"])
     label = config["strategy"] + (f"@{config['n']}" if config["n"] > 1 else "")
-    mean_x = float(np.mean([compute_of(r, x) for r in records]))
+    mean_x = float(np.mean([compute_of(r["compute"], x) for r in records]))
     if spec.search not in ("sc", "bon"):
         accuracy = [float(r["correct"]) for r in records]
         return [Point(label, config["n"], mean_x, float(np.mean(accuracy)), *_ci(accuracy))]
@@ -162,7 +168,8 @@ def run_points(run: Path, x: str = "tokens") -> list[Point]:
     points = []
     for n in _budgets(N):
         accuracy = [problem_accuracy_at(r, spec.search, vote, n) for r in records]
-        points.append(Point(f"{label}", n, mean_x * n / N, float(np.mean(accuracy)), *_ci(accuracy)))
+        cost = float(np.mean([compute_at(r, x, n) for r in records]))
+        points.append(Point(label, n, cost, float(np.mean(accuracy)), *_ci(accuracy)))
     return points
 
 
@@ -175,9 +182,9 @@ def write_curve(runs: Sequence[Path], out: Path, x: str = "tokens") -> list[Poin
     if x not in X_AXES:
         raise ValueError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
     per_run = [run_points(r, x) for r in runs]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stem = out.with_suffix("")
+    stem = Path(out).with_suffix("")
+    for suffix in (".png", ".svg", ".csv"):
+        check_writable(stem.with_suffix(suffix), "--out")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for points in per_run:
         xs, ys = [p.x for p in points], [p.accuracy for p in points]

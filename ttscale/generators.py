@@ -18,7 +18,7 @@ from typing import Sequence
 
 from ttscale.backends.base import requests_for
 from ttscale.backends.sampling import Sampling
-from ttscale.branch import Branch
+from ttscale.branch import Branch, Compute
 from ttscale.inflight import Adapt, Extend
 from ttscale.routing.reroute import RerouteConfig
 
@@ -75,7 +75,11 @@ class RerouteGenerator(PlainGenerator):
                 unique.append(b)
             else:
                 copies.append((b, twin))
+        sharers = {id(twin): twin for _, twin in copies}
+        before = {key: copy.deepcopy(twin.compute) for key, twin in sharers.items()}
         await Adapt(unique, self.cfg)
+        for key, twin in sharers.items():     # done once on behalf of its copies: noted as shared (curves)
+            twin.meta["shared_compute"] = twin.meta.get("shared_compute", Compute()) + (twin.compute - before[key])
         for b, twin in copies:
             b.delta = twin.delta.clone()
             b.cycles.append(copy.copy(twin.cycles[-1]))

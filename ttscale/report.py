@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from ttscale.curves import compute_of
+from ttscale.demo import model_name
+from ttscale.rundir import load_run
 
 COLUMNS = ("run", "strategy", "n", "model", "task", "problems", "accuracy", "95% CI", "token-passes", "FLOPs",
            "seconds")
@@ -15,15 +16,12 @@ COLUMNS = ("run", "strategy", "n", "model", "task", "problems", "accuracy", "95%
 def report_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
-        path = Path(run) / "summary.json"
-        if not path.exists():
-            raise ValueError(f"{run}: no summary.json (not a finished ttscale run)")
-        summary = json.loads(path.read_text())
+        summary, _ = load_run(run)
         config, acc, ci = summary["config"], summary["accuracy"], summary["ci95"]
-        mean = {"compute": summary["mean_compute"]}
+        mean = summary["mean_compute"]
         rows.append({
             "run": Path(run).name, "strategy": config["strategy"], "n": config["n"],
-            "model": Path(config["model"]).name, "task": Path(config["task"]).name, "problems": summary["problems"],
+            "model": Path(model_name(config["model"])).name, "task": Path(config["task"]).name, "problems": summary["problems"],
             "accuracy": "-" if acc is None else f"{acc:.3f}",
             "95% CI": "-" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}",
             "token-passes": f"{compute_of(mean, 'tokens'):.0f}",

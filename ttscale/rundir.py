@@ -1,23 +1,58 @@
-"""A run's output directory: its config, its append-only records, resumption.
+"""A run's output directory: its config, its append-only records, resumption; writing output files.
 
 `OUT/config.json` holds the resolved config; `OUT/records.jsonl` one record per finished problem,
 appended and flushed as each finishes. Re-running into the same directory with the same config
 (the `--limit` may differ) skips the problems already recorded; a different config is refused
 unless `overwrite`. A last line cut short by a kill is dropped on resume.
+
+A run's results are the problems of its latest `ttscale run`: `summary.json` lists their `ids`, and
+`load_run` (used by `report` and `curve` alike) returns exactly those records, in that order; records of
+other problems (from an earlier, larger `--limit`) stay in records.jsonl for a later resume.
+
+Filesystem errors become one-line `ValueError`s naming the path and the flag it came from.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from ttscale.demo import model_name
 
 RESUME_IGNORES = ("limit", "overrides", "concurrency")   # overrides: compared through the settings they resolve to
 
 
+def check_writable(path: Path, what: str) -> None:
+    """Fail early, before any work, if a file cannot be written at `path` (its folder is created if missing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot write {what} {path}: it is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write {what} {path}: {e.strerror or e}") from None
+
+
+def write_text(path: Path, text: str, what: str) -> None:
+    """Write an output file (creating its folder), as a one-line error naming `what` on failure."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as e:
+        raise ValueError(f"cannot write {what} {path}: {e.strerror or e}") from None
+
+
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
-    for k, v in json.loads(json.dumps(config)).items():
+    config = json.loads(json.dumps(config))
+    if not prefix and isinstance(config.get("model"), str):
+        config["model"] = model_name(config["model"])     # configs from before the bundled model had a name
+    for k, v in config.items():
         if prefix or k not in RESUME_IGNORES:
             out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
@@ -33,7 +68,10 @@ def read_records(path: Path, repair: bool = False) -> list[dict[str, Any]]:
     """The records of a records.jsonl; a truncated last line is dropped (and cut from the file if `repair`)."""
     if not path.exists():
         return []
-    lines = path.read_text().splitlines(keepends=True)
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
     records = []
     for n, line in enumerate(lines, 1):
         try:
@@ -42,28 +80,61 @@ def read_records(path: Path, repair: bool = False) -> list[dict[str, Any]]:
             if n < len(lines) or line.endswith("\n"):
                 raise ValueError(f"{path}:{n}: not a JSON record") from None
             if repair:
-                path.write_text("".join(lines[:-1]))
+                write_text(path, "".join(lines[:-1]), "the repaired")
     return records
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_run(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A finished run's summary and the records it covers (its `ids`, in order; every record for summaries
+    written before `ids` existed)."""
+    run = Path(run)
+    if not (run / "summary.json").is_file():
+        raise ValueError(f"{run}: no summary.json (not a finished ttscale run)")
+    summary = read_json(run / "summary.json")
+    records = read_records(run / "records.jsonl")
+    if "ids" in summary:
+        by_id = {r["id"]: r for r in records}
+        missing = [i for i in summary["ids"] if i not in by_id]
+        if missing:
+            raise ValueError(f"{run}: summary.json covers problems missing from records.jsonl, e.g. {missing[0]!r}")
+        records = [by_id[i] for i in summary["ids"]]
+    return summary, records
 
 
 class RunDir:
     def __init__(self, path: Path, config: dict[str, Any], overwrite: bool = False):
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"--out {self.path} is a file, not a directory; choose another --out")
         self.records_file = self.path / "records.jsonl"
         config_file = self.path / "config.json"
         has_records = self.records_file.exists() and self.records_file.stat().st_size > 0
         if has_records and not overwrite:
             if not config_file.exists():
                 raise ValueError(f"{self.path} holds records of an unknown run; choose another --out or pass --overwrite")
-            changed = config_changes(json.loads(config_file.read_text()), config)
+            changed = config_changes(read_json(config_file), config)
             if changed:
                 raise ValueError(f"{self.path} holds a run with a different config ({'; '.join(changed)}); "
                                  "choose another --out or pass --overwrite")
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.path):
+                pass
+        except OSError as e:
+            raise ValueError(f"cannot write --out {self.path}: {e.strerror or e}") from None
         if overwrite or not has_records:
-            self.records_file.write_text("")
+            write_text(self.records_file, "", "--out")
             (self.path / "summary.json").unlink(missing_ok=True)
-        config_file.write_text(json.dumps(config, indent=2) + "\n")
+        write_text(config_file, json.dumps(config, indent=2) + "\n", "--out")
 
     def records(self) -> list[dict[str, Any]]:
         return read_records(self.records_file, repair=True)
@@ -74,4 +145,4 @@ class RunDir:
             f.flush()
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n", "--out")

@@ -109,9 +109,11 @@ def sample_record(b: Branch, answer: str | None, backend: Backend, save_deltas: 
         routing["delta_norms"] = {str(layer): norm for layer, norm in zip(layers, norms) if norm > 0}
         if save_deltas:
             routing["deltas"] = {str(layer): row for layer, row in zip(layers, b.delta.delta.tolist())}
+    compute = ledger.as_record(b.compute, backend.info)
+    if "shared_compute" in b.meta:       # the part done once for every sample (the shared prefill adaptation)
+        compute["shared"] = ledger.as_record(b.meta["shared_compute"], backend.info)
     return {"text": b.text, "answer": answer, "tokens": len(b.generated), "logprob": sum(b.logprobs),
-            "finish_reason": b.finish_reason, "seed": b.seed, "compute": ledger.as_record(b.compute, backend.info),
-            "routing": routing}
+            "finish_reason": b.finish_reason, "seed": b.seed, "compute": compute, "routing": routing}
 
 
 def summarise(records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
@@ -122,7 +124,8 @@ def summarise(records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
         accuracy = hits / len(graded)
         interval = binomtest(hits, len(graded)).proportion_ci(confidence_level=0.95, method="wilson")
         ci = [interval.low, interval.high]
-    return {"accuracy": accuracy, "ci95": ci, "problems": len(records), "graded": len(graded),
+    return {"accuracy": accuracy, "ci95": ci, "problems": len(records), "ids": [r["id"] for r in records],
+            "graded": len(graded),
             "mean_compute": _mean([r["compute"] for r in records]), "config": cfg.as_dict(), "versions": _versions()}
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from ttscale.backends.sampling import Sampling
+from ttscale.backends.sampling import LIMITS as SAMPLING_LIMITS, Sampling, check as check_sampling
 from ttscale.routing.reroute import RerouteConfig
 from ttscale.search import SEARCHES
 from ttscale.tasks.registry import TaskSettings
@@ -40,8 +40,9 @@ def sections() -> dict[str, type]:
 
 
 def presets_dir() -> Path:
-    """`$TTSCALE_STRATEGIES`, else the `strategies/` folder beside the package."""
-    return Path(os.environ.get("TTSCALE_STRATEGIES") or Path(__file__).resolve().parents[1] / "strategies")
+    """`$TTSCALE_STRATEGIES`, else the presets shipped in the package (`ttscale/presets`, a link to the
+    checkout's top-level `strategies/` folder, copied into wheels)."""
+    return Path(os.environ.get("TTSCALE_STRATEGIES") or Path(__file__).resolve().parent / "presets")
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
@@ -134,8 +135,20 @@ def resolve_settings(spec: Spec, overrides: Iterable[str] = (), named: dict[str,
             raise ValueError(f"--set expects section.key=value, got {item!r}")
         _check(section, name, known, "--set")
         values[section][name] = _value(raw.strip())
-    return {s: replace(cls(), **{k: _typed(s, cls(), k, v) for k, v in values[s].items()})
-            for s, cls in known.items()}
+    settings = {s: replace(cls(), **{k: _typed(s, cls(), k, v) for k, v in values[s].items()})
+                for s, cls in known.items()}
+    for section, value in settings.items():      # sampling ranges under every section (sc.temperature, ...)
+        for name in SAMPLING_LIMITS.keys() & value.__dict__.keys():
+            check_sampling(f"{section}.{name}", getattr(value, name))
+    return settings
+
+
+def check_n(spec: Spec, n: int) -> None:
+    """A spec whose search is greedy draws one sample: say so in terms of the spec the user wrote."""
+    if spec.search == "greedy" and n != 1:
+        prefix = "reroute+" if spec.generator == "reroute" else ""
+        raise ValueError(f"--n {n}: {spec.text} draws one sample per problem (its search is greedy); pass --n 1, "
+                         f"or use {prefix}sc, {prefix}bon or {prefix}beam to spend {n} samples")
 
 
 def _typed(section: str, defaults: Any, key: str, value: Any) -> Any:

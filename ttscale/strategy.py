@@ -19,7 +19,7 @@ from ttscale.backends.base import Backend
 from ttscale.generators import PlainGenerator, RerouteGenerator
 from ttscale.inflight import InFlight, Solving, drive
 from ttscale.search import SEARCHES, Context, Outcome
-from ttscale.spec import parse_spec, resolve_settings
+from ttscale.spec import check_n, parse_spec, resolve_settings
 from ttscale.tasks.base import Problem, Task
 
 
@@ -35,6 +35,7 @@ class Strategy:
         if n < 1:
             raise ValueError(f"--n must be at least 1, got {n}")
         spec, named = parse_spec(text, presets)
+        check_n(spec, n)
         settings = resolve_settings(spec, overrides, named, presets)
         generator = RerouteGenerator(settings["reroute"]) if spec.generator == "reroute" else PlainGenerator()
         search = SEARCHES[spec.search](settings[spec.search], n, settings["sample"])

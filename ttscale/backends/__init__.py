@@ -7,6 +7,10 @@ __all__ = ["Backend", "ModelInfo", "Sampling", "load_backend"]
 
 
 def load_backend(name: str, model: str, **options) -> Backend:
+    """A backend over `model`: a hub id, a local directory, or a bundled model's name (`demo`)."""
+    from ttscale.demo import resolve_model
+
+    model = resolve_model(model)
     if name == "hf":
         from ttscale.backends.hf import HFBackend
         return HFBackend(model, **options)

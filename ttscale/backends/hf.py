@@ -8,6 +8,7 @@ the batch.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from ttscale.backends.base import ChatBranches, ExtendRequest, ModelInfo, check_
 from ttscale.backends.kv import DynamicRun, StaticKV, StaticRun, supports_static
 from ttscale.backends.sampling import Sampling, sample, uniform
 from ttscale.branch import Branch, Cycle, DeltaState
+from ttscale.demo import resolve_model
+from ttscale.hub import load_error, load_options
 from ttscale.routing.deltas import DeltaTable, RoutingRecord
 from ttscale.routing.families import UnsupportedModelError
 from ttscale.routing.reroute import RerouteConfig, adapt_rows
@@ -69,11 +72,12 @@ class HFBackend(ChatBranches):
         options = {"experts_implementation": experts_implementation} if experts_implementation else {}
         check_local_dir(model)
         hf_logging.disable_progress_bar()
+        hub = load_options(model)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(model)
-            loaded = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **options)
+            tokenizer = AutoTokenizer.from_pretrained(model, **hub)
+            loaded = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **options, **hub)
         except (OSError, ValueError) as e:
-            raise ValueError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
+            raise load_error(model, "model", e) from None
         self._attach(loaded.to(device), tokenizer, batch_size, model, decode)
 
     @classmethod
@@ -92,6 +96,8 @@ class HFBackend(ChatBranches):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_ids = _eos_ids(model, tokenizer)
         self.info = model_info(model, self.table)
+        if self.device.type == "cpu" and self.info.active_params < SMALL_MODEL and "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(1)   # see SMALL_MODEL
         self._kept: _Kept | None = None
         self.decode = _decode_mode(decode, self.device, model)
         self.static = None if self.decode == "dynamic" else StaticKV(
@@ -285,7 +291,13 @@ class HFBackend(ChatBranches):
         return self.tokenizer.decode(tokens[-_STOP_WINDOW:], skip_special_tokens=True)
 
 
+# Below this many active parameters a CPU forward is tiny matrices: intra-op threads add no speed, and
+# threads that wait on each other collapse when the cores are shared (the default demo run on two busy
+# cores: 169 s with 2 threads, 41 s with 1). Such models run single-threaded unless OMP_NUM_THREADS is set.
+SMALL_MODEL = 20_000_000
+
 Refill = Callable[[list[ExtendRequest]], list[ExtendRequest]]
+
 _STOP_WINDOW = 32   # generated tokens decoded to look for a stop string
 
 DECODE_MODES = ("auto", "dynamic", "static", "compiled")
@@ -308,13 +320,19 @@ def _compile_options(device: torch.device) -> dict:
     return options | {"mode": "reduce-overhead"} if device.type == "cuda" else options
 
 
-def describe_model(model: str) -> tuple[ModelInfo | None, str | None]:
-    """A model's MoE facts from its config alone (no weights loaded), or why reroute cannot run on it."""
+def load_config(model: str):
+    """The transformers config of a hub id, local directory or bundled model name (`demo`)."""
+    model = resolve_model(model)
     check_local_dir(model)
     try:
-        config = AutoConfig.from_pretrained(model)
+        return AutoConfig.from_pretrained(model, **load_options(model))
     except (OSError, ValueError) as e:
-        raise ValueError(f"cannot load the config of {model!r}: {str(e).splitlines()[0]}") from None
+        raise load_error(model, "the config of", e) from None
+
+
+def describe_model(model: str) -> tuple[ModelInfo | None, str | None]:
+    """A model's MoE facts from its config alone (no weights loaded), or why reroute cannot run on it."""
+    config = load_config(model)
     with torch.device("meta"):
         net = AutoModelForCausalLM.from_config(config)
     try:

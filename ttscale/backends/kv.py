@@ -12,6 +12,9 @@ persistent per-bucket buffers, updated in place.
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 from torch import Tensor
 from transformers import DynamicCache, StaticCache
@@ -20,6 +23,17 @@ from ttscale.routing.deltas import DeltaTable
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 MIN_LENGTH = 256
+
+
+def cache_arg(model, cache) -> dict:
+    """The cache keyword of `model.forward`: `cache` (transformers >= 5.2x; `past_key_values` is deprecated
+    there and warns on every call) or `past_key_values` (older releases)."""
+    return {_cache_keyword(type(model)): cache}
+
+
+@functools.cache
+def _cache_keyword(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def bucket(n: int) -> int:
@@ -52,7 +66,7 @@ class DynamicRun:
         self.prefill_mask = mask
         self.cache = DynamicCache(config=model.config)
         self.logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
-                            past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                            **cache_arg(model, self.cache), use_cache=True, logits_to_keep=1).logits[:, -1]
         self.can_join = not any(getattr(layer, "is_sliding", False) for layer in self.cache.layers)
 
     def join(self, other: DynamicRun, deltas: Tensor) -> None:
@@ -74,8 +88,8 @@ class DynamicRun:
     def step(self, tokens: Tensor) -> Tensor:
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(tokens), 1)], dim=1)
         return self.model(input_ids=tokens[:, None], attention_mask=self.mask,
-                          position_ids=self.mask.sum(-1, keepdim=True) - 1, past_key_values=self.cache,
-                          use_cache=True).logits[:, -1]
+                          position_ids=self.mask.sum(-1, keepdim=True) - 1,
+                          **cache_arg(self.model, self.cache), use_cache=True).logits[:, -1]
 
 
 class StaticKV:
@@ -83,6 +97,7 @@ class StaticKV:
 
     def __init__(self, model, compile_options: dict | None = None):
         self.model = model
+        self.cache_keyword = _cache_keyword(type(model))     # resolved here: the compiled step traces no lookup
         self._caches: dict[tuple[int, int], StaticCache] = {}
         self.step = self._forward
         if compile_options is not None:
@@ -90,8 +105,8 @@ class StaticKV:
             self.step = torch.compile(self._forward, **compile_options)
 
     def _forward(self, ids: Tensor, position_ids: Tensor, mask: Tensor, cache: StaticCache) -> Tensor:
-        return self.model(input_ids=ids, position_ids=position_ids, attention_mask=mask, past_key_values=cache,
-                          use_cache=True).logits[:, -1]
+        return self.model(input_ids=ids, position_ids=position_ids, attention_mask=mask,
+                          **{self.cache_keyword: cache}, use_cache=True).logits[:, -1]
 
     def cache(self, batch: int, length: int) -> StaticCache:
         """An empty cache of this shape; caches of other lengths are freed (one length is live at a time)."""
@@ -128,7 +143,7 @@ class StaticRun:
         self.next_position = mask.sum(-1)
         self.cache = kv.cache(size, self.length)
         logits = kv.model(input_ids=ids, attention_mask=self.mask, position_ids=positions(mask),
-                          past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                          **cache_arg(kv.model, self.cache), use_cache=True, logits_to_keep=1).logits[:, -1]
         self.logits = logits[:len(self.slots)]
 
     def select(self, keep: list[int]) -> None:

@@ -22,8 +22,23 @@ class Sampling:
     max_new_tokens: int = 512        # total generated tokens of a branch
 
     def __post_init__(self):
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_new_tokens < 1:
-            raise ValueError(f"invalid sampling parameters: {self}")
+        for name in LIMITS:
+            check(f"sample.{name}", getattr(self, name))
+
+
+LIMITS = {   # setting -> (valid?, what it must be); also checked under search sections (`sc.temperature`)
+    "temperature": (lambda v: v >= 0, "at least 0 (0: greedy)"),
+    "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "top_k": (lambda v: v >= 0, "at least 0 (0: no limit)"),
+    "max_new_tokens": (lambda v: v >= 1, "at least 1"),
+}
+
+
+def check(setting: str, value) -> None:
+    """Refuse a sampling value out of range, naming the setting as the user wrote it (`sc.temperature`)."""
+    valid, rule = LIMITS[setting.rsplit(".", 1)[-1]]
+    if not valid(value):
+        raise ValueError(f"invalid setting {setting}={value!r}: must be {rule}")
 
 
 def uniform(seed: int, position: int) -> float:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ttscale.rundir import check_writable, write_text
 from ttscale.tasks.registry import load_task
 
 
@@ -50,13 +51,14 @@ def grade_command(task: str, answers: Path, out: Path | None = None) -> int:
     """`ttscale grade`: grade, write per-item results to `out` (JSONL) if given, print the accuracy.
     Returns the exit code: 0, or 2 after a one-line message on bad input."""
     try:
+        if out is not None:
+            check_writable(Path(out), "--out")
         results = grade_answers(task, Path(answers))
+        if out is not None:
+            write_text(Path(out), "".join(json.dumps(r) + "\n" for r in results), "--out")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text("".join(json.dumps(r) + "\n" for r in results))
     graded = [r["correct"] for r in results if r["correct"] is not None]
     accuracy = f"{sum(graded) / len(graded):.3f}" if graded else "n/a"
     print(f"{task}: {sum(graded)}/{len(graded)} correct, accuracy {accuracy}")

