@@ -197,14 +197,14 @@ def test_hub_id_without_network_fails_fast_in_one_line():
 
 # --- item 10: third-party warnings stay out of the progress bar --------------------------------
 
-def test_warnings_during_a_run_are_shown_once_after_the_bar(capsys):
+def test_warnings_during_a_run_are_shown_once_after_the_bar(capsys, tmp_path):
     import warnings
 
     from ttscale.cli import progress_bar
 
-    with progress_bar("x")(2) as advance:
+    with progress_bar("x", tmp_path)(2, 0) as advance:
         for _ in range(2):
             warnings.warn("old api", FutureWarning)
-            advance({"correct": True})
+            advance({"correct": True}, 0)
     err = capsys.readouterr().err
     assert err.count("FutureWarning: old api") == 1 and err.startswith("warning: ")

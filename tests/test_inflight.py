@@ -111,3 +111,27 @@ def test_bad_concurrency_is_one_line_exit_2_and_writes_nothing(tmp_path, cli, va
     assert code == 2
     assert "--concurrency" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_ctrl_c_writes_a_partial_summary_and_the_same_command_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "ttscale", "run", "--strategy", "sc", "--n", "2", "--concurrency", "1",
+            "--limit", "30", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records, deadline = out / "records.jsonl", time.time() + 300
+    while time.time() < deadline and not (records.exists() and records.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    summary = json.loads((out / "summary.json").read_text())
+    done = records.read_text().count("\n")
+    assert summary["partial"] and summary["of"] == 30 and summary["problems"] == done < 30
+    assert f"interrupted: {done}/30 problems done" in err and "re-run the same command to resume" in err
+    resumed = subprocess.run([*args[:-4], "--limit", "3", "--out", str(out)], capture_output=True, text=True)
+    assert resumed.returncode == 0 and "resuming" in resumed.stderr and f"{min(done, 3)}/3" in resumed.stderr

@@ -53,7 +53,8 @@ def progress_bar(label: str, out: Path):
     @contextmanager
     def bar(total: int, already_done: int) -> Iterator[Callable[[dict, int], None]]:
         if already_done:
-            console.print(f"resuming {out}: {already_done}/{total} problems already done", highlight=False)
+            console.print(f"resuming {out}: {already_done}/{total} problems already done", highlight=False,
+                          soft_wrap=True)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("in flight {task.fields[flight]}"), TextColumn("acc {task.fields[acc]}"),
                    TimeRemainingColumn())
@@ -140,7 +141,7 @@ def run(
         partial = _read_summary(out) or {}
         done = (f"{partial['problems']}/{partial['of']} problems done (summary.json marked partial)"
                 if partial.get("partial") else "no problem finished")
-        console.print(f"interrupted: {done}; re-run the same command to resume", highlight=False)
+        console.print(f"interrupted: {done}; re-run the same command to resume", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
     acc = summary["accuracy"]
     ci = summary["ci95"]
