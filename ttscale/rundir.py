@@ -29,12 +29,17 @@ def check_writable(path: Path, what: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"cannot write {what} {path}: it is a directory")
+    check_folder(path.parent, what, path)
+
+
+def check_folder(folder: Path, what: str, shown: Path | None = None) -> None:
+    """Create `folder` if missing and make sure a file can be written in it (one-line error naming `shown`)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise ValueError(f"cannot write {what} {path}: {e.strerror or e}") from None
+        raise ValueError(f"cannot write {what} {shown or folder}: {e.strerror or e}") from None
 
 
 def write_text(path: Path, text: str, what: str) -> None:
@@ -125,12 +130,7 @@ class RunDir:
             if changed:
                 raise ValueError(f"{self.path} holds a run with a different config ({'; '.join(changed)}); "
                                  "choose another --out or pass --overwrite")
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=self.path):
-                pass
-        except OSError as e:
-            raise ValueError(f"cannot write --out {self.path}: {e.strerror or e}") from None
+        check_folder(self.path, "--out")
         if overwrite or not has_records:
             write_text(self.records_file, "", "--out")
             (self.path / "summary.json").unlink(missing_ok=True)
