@@ -92,6 +92,7 @@ class HFBackend(ChatBranches):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_ids = _eos_ids(model, tokenizer)
         self.info = model_info(model, self.table)
+        self.context_length = getattr(model.config, "max_position_embeddings", None)
         self._kept: _Kept | None = None
         self.decode = _decode_mode(decode, self.device, model)
         self.static = None if self.decode == "dynamic" else StaticKV(
