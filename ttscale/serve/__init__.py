@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,4 +69,11 @@ def serve(cfg: ServeConfig) -> None:
     defaults = check(cfg)
     backend = load_backend(cfg.backend, defaults.model, **cfg.backend_options)
     app = create_app(backend, defaults, cfg.limits, cfg.api_key, cfg.concurrency)
+    # uvicorn shuts down gracefully on SIGTERM (requests in flight finish), then raises the signal again
+    # with the handler it found: this one makes that a clean exit
+    signal.signal(signal.SIGTERM, _exit)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
+
+
+def _exit(*_: Any) -> None:
+    raise SystemExit(0)

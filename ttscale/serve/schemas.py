@@ -101,8 +101,14 @@ def parse(kind: str, data: dict[str, Any], defaults: Defaults, limits: Limits) -
     try:
         search = parse_spec(spec)[0].search
         overrides = [*defaults.overrides, *_standard_settings(data, search, max_tokens), *_settings(ext)]
-        cfg = RunConfig(model=defaults.model, task="request", strategy=spec, n=n, seed=0 if seed is None else seed,
-                        backend=defaults.backend, overrides=overrides)
+        def config(items: list[str]) -> RunConfig:
+            return RunConfig(model=defaults.model, task="request", strategy=spec, n=n,
+                             seed=0 if seed is None else seed, backend=defaults.backend, overrides=items)
+
+        cfg = config(overrides)
+        asked = any(o.strip().startswith("sample.max_new_tokens") for o in overrides)
+        if not asked and cfg.plan.settings["sample"].max_new_tokens > limits.max_tokens:   # a default is capped
+            cfg = config([*overrides, f"sample.max_new_tokens={limits.max_tokens}"])
     except ValueError as e:
         raise ApiError(400, str(e)) from None
     if choices > cfg.n:
