@@ -135,3 +135,43 @@ def test_ctrl_c_writes_a_partial_summary_and_the_same_command_resumes(tmp_path):
     assert f"interrupted: {done}/30 problems done" in err and "re-run the same command to resume" in err
     resumed = subprocess.run([*args[:-4], "--limit", "3", "--out", str(out)], capture_output=True, text=True)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr and f"{min(done, 3)}/3" in resumed.stderr
+
+
+def test_jobs_that_arrive_while_others_run_join_the_running_batch(model_dirs):
+    """A server's jobs iterator returns None while its queue is empty; a job queued later is admitted
+    at the next refill of the running batch and its rows join it."""
+    from ttscale.backends.base import ExtendRequest
+    from ttscale.backends.sampling import Sampling
+    from ttscale.inflight import Extend, InFlight
+
+    backend = HFBackend(str(model_dirs["olmoe"]), batch_size=4)
+    calls = []
+    extend = backend.extend_requests
+    backend.extend_requests = lambda requests, keep_cache=False, refill=None: (
+        calls.append(len(requests)), extend(requests, keep_cache, refill))[1]
+    branches = {}
+
+    async def grow(name, budgets):
+        rows = branches[name] = [backend.new_branch([{"role": "user", "content": f"Hello {name}"}], seed=i)
+                                 for i in range(len(budgets))]
+        await Extend([ExtendRequest(b, Sampling(max_new_tokens=16), budget) for b, budget in zip(rows, budgets)])
+        return [len(b.generated) for b in rows]
+
+    class Queue:                   # job b is queued once a's first row is done
+        def __init__(self):
+            self.jobs = [("a", grow("a", [2, 12]))]
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            if "a" in branches and len(branches["a"][0].generated) == 2 and not hasattr(self, "late"):
+                self.late = True
+                self.jobs.append(("b", grow("b", [3])))
+            return self.jobs.pop(0) if self.jobs else None
+
+    results = {}
+    InFlight(backend, 4).run(Queue(), results.__setitem__)
+    assert results == {"a": [2, 12], "b": [3]}
+    assert calls == [2]            # one extend call: b's row joined a's running batch,
+    assert list(results) == ["b", "a"]     # at once, not when a was done

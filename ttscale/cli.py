@@ -149,6 +149,43 @@ def run(
     typer.echo(f"{summary['problems']} problems, accuracy {shown}; records in {out / 'records.jsonl'}")
 
 
+@app.command()
+def serve(
+    model: Optional[str] = typer.Option(None, help="Hub id or local directory of a transformers MoE model "
+                                        "(default: the bundled demo MoE, offline)."),
+    backend: str = typer.Option("hf", help="hf (transformers, in-process) | sglang (CUDA)."),
+    strategy: str = typer.Option("greedy", help="Default strategy spec of requests that name none."),
+    n: int = typer.Option(1, help="Default samples per request (with the default strategy)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a setting for every request: section.key=value."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (default: this machine only)."),
+    port: int = typer.Option(8000, help="Port to bind."),
+    api_key: Optional[str] = typer.Option(None, envvar="TTSCALE_API_KEY", help="Require 'Authorization: Bearer "
+                                          "KEY' on every route but /health (also from $TTSCALE_API_KEY)."),
+    max_body: int = typer.Option(1 << 20, help="Largest request body in bytes (413 above)."),
+    max_n: int = typer.Option(64, help="Most samples or choices per request (400 above)."),
+    max_tokens: int = typer.Option(4096, help="Most generated tokens per branch (400 above)."),
+    max_queue: int = typer.Option(256, help="Most requests queued or in flight (429 above)."),
+    concurrency: int = typer.Option(32, help="Requests in flight at once, their branches sharing batches."),
+    device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),
+    dtype: Optional[str] = typer.Option(None, help="bfloat16 | float16 | float32 (default: bf16 on GPU, fp32 on CPU)."),
+    batch_size: int = typer.Option(32, help="Branches per forward batch."),
+    decode: str = typer.Option("auto", help="hf decode loop: dynamic | static | compiled (auto: compiled on CUDA)."),
+) -> None:
+    """Serve test-time scaling behind an OpenAI-compatible HTTP endpoint (docs/serve.md)."""
+    from ttscale.serve import ServeConfig, check, serve as run_server
+    from ttscale.serve.schemas import Limits
+
+    cfg = ServeConfig(model=model, backend=backend, strategy=strategy, n=n, overrides=list(set_), host=host,
+                      port=port, api_key=api_key or None, concurrency=concurrency,
+                      limits=Limits(max_body=max_body, max_n=max_n, max_tokens=max_tokens, max_queue=max_queue),
+                      backend_options={"device": device, "dtype": dtype, "batch_size": batch_size, "decode": decode})
+    try:
+        check(cfg)
+        run_server(cfg)
+    except ValueError as e:
+        fail(str(e))
+
+
 def _read_summary(out: Path) -> dict | None:
     import json
 

@@ -105,7 +105,9 @@ class InFlight:
 
     def run(self, jobs: Iterable[tuple[Hashable, Solving]], done: Callable[[Hashable, Any], None]) -> None:
         """Solve every job, calling `done(key, result)` as each finishes (in any order); the next job
-        starts at once."""
+        starts at once. `next(jobs, None) is None` means "no job now": a server's iterator over a queue
+        returns None when it is empty, and jobs queued later are admitted at the next round (or join a
+        running extend batch); `run` returns once nothing is in flight."""
         self.jobs, self.done, self.waiting = iter(jobs), done, {}
         try:
             self._admit()
@@ -133,6 +135,7 @@ class InFlight:
         self._advance(name, coroutine, value)
 
     def _round(self) -> None:
+        self._admit()          # jobs that arrived since (a server's queue): none when the slots are full
         groups: dict[Hashable, list[Hashable]] = {}
         for name, (_, op) in self.waiting.items():
             groups.setdefault(op.key(), []).append(name)
@@ -168,6 +171,7 @@ class InFlight:
                 if not left[name]:
                     del left[name]
                     self._resume(name, None)
+            self._admit()      # jobs that arrived while the batch ran may join it
             if not all(self._joinable(op) for _, op in self.waiting.values()):
                 return []          # someone waits on another kind of op: let this batch drain
             return [r for name in list(self.waiting) if name not in left for r in take(name)]

@@ -57,6 +57,18 @@ def check_local_dir(model: str, what: str = "model") -> None:
         raise ValueError(f"{what} directory not found: {model}")
 
 
+def check_context(prompt_tokens: int, context_length: int | None, max_new_tokens: int | None = None) -> None:
+    """A prompt (and, when given, its longest generation) must fit the model's context."""
+    if context_length is None:
+        return
+    if prompt_tokens >= context_length:
+        raise ValueError(f"prompt of {prompt_tokens} tokens is longer than the model's context "
+                         f"({context_length} tokens, generation included)")
+    if max_new_tokens is not None and prompt_tokens + max_new_tokens > context_length:
+        raise ValueError(f"prompt of {prompt_tokens} tokens plus max_tokens {max_new_tokens} is longer than "
+                         f"the model's context ({context_length} tokens)")
+
+
 class ChatBranches:
     """Prompts to branches and generated tokens to text, through the backend's `tokenizer`; `extend`
     for one call shape over all branches."""
@@ -68,8 +80,11 @@ class ChatBranches:
             return self.tokenizer(text, add_special_tokens=False).input_ids
         return self.tokenizer("\n\n".join(m["content"] for m in messages)).input_ids
 
+    context_length: int | None = None     # the model's positions; None: unknown
+
     def new_branch(self, messages: list[dict[str, str]], seed: int = 0) -> Branch:
         tokens = self.encode(messages)
+        check_context(len(tokens), self.context_length)
         return Branch(tokens=tokens, prompt_len=len(tokens), seed=seed)
 
     def set_text(self, b: Branch, stop: Sequence[str]) -> None:

@@ -98,6 +98,7 @@ class HFBackend(ChatBranches):
         self.info = model_info(model, self.table)
         if self.device.type == "cpu" and self.info.active_params < SMALL_MODEL and "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(1)   # see SMALL_MODEL
+        self.context_length = getattr(model.config, "max_position_embeddings", None)
         self._kept: _Kept | None = None
         self.decode = _decode_mode(decode, self.device, model)
         self.static = None if self.decode == "dynamic" else StaticKV(

@@ -1,0 +1,79 @@
+"""`ttscale serve`: test-time scaling behind an OpenAI-compatible HTTP endpoint (docs/serve.md).
+
+    app.py        the routes, auth, limits, errors
+    schemas.py    request parsing and validation: a request to a `RunConfig` and its messages
+    scheduler.py  the thread that owns the backend and solves every request through one `InFlight`
+    responses.py  OpenAI-style bodies and stream chunks from a problem's record, the `ttscale` field
+    task.py       a request's task: its messages, the answers of a JSONL task
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttscale.serve.schemas import ApiError, Defaults, Limits, parse
+
+
+@dataclass
+class ServeConfig:
+    model: str | None = None         # None: the bundled demo model
+    backend: str = "hf"
+    strategy: str = "greedy"
+    n: int = 1
+    overrides: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    concurrency: int = 32            # requests in flight at once, their branches in shared batches
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+    def defaults(self) -> Defaults:
+        from ttscale.demo import DEMO_MODEL
+
+        if self.model is None and not DEMO_MODEL.is_dir():
+            raise ValueError("the bundled demo model is missing from this installation; pass --model")
+        model = self.model or str(DEMO_MODEL)
+        model_id = "demo" if self.model is None else (Path(model).name if Path(model).is_dir() else model)
+        return Defaults(model_id=model_id, model=model, backend=self.backend, strategy=self.strategy, n=self.n,
+                        overrides=list(self.overrides))
+
+
+def check(cfg: ServeConfig) -> Defaults:
+    """The server's settings, validated as a request with no fields would be (one-line ValueError)."""
+    if cfg.n < 1:
+        raise ValueError(f"--n must be at least 1, got {cfg.n}")
+    if cfg.concurrency < 1:
+        raise ValueError(f"--concurrency must be at least 1, got {cfg.concurrency}")
+    for name in ("max_body", "max_n", "max_tokens", "max_queue"):
+        if getattr(cfg.limits, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg.limits, name)}")
+    defaults = cfg.defaults()
+    try:
+        parse("chat", {"messages": [{"role": "user", "content": ""}]}, defaults, cfg.limits)
+    except ApiError as e:
+        raise ValueError(e.message) from None
+    return defaults
+
+
+def serve(cfg: ServeConfig) -> None:
+    """Load the model and serve until SIGTERM or Ctrl-C (requests in flight are finished first)."""
+    import uvicorn
+
+    from ttscale.backends import load_backend
+    from ttscale.serve.app import create_app
+
+    defaults = check(cfg)
+    backend = load_backend(cfg.backend, defaults.model, **cfg.backend_options)
+    app = create_app(backend, defaults, cfg.limits, cfg.api_key, cfg.concurrency)
+    # uvicorn shuts down gracefully on SIGTERM (requests in flight finish), then raises the signal again
+    # with the handler it found: this one makes that a clean exit
+    signal.signal(signal.SIGTERM, _exit)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
+
+
+def _exit(*_: Any) -> None:
+    raise SystemExit(0)
