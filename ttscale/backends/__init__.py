@@ -7,9 +7,15 @@ __all__ = ["Backend", "ModelInfo", "Sampling", "load_backend"]
 
 
 def load_backend(name: str, model: str, **options) -> Backend:
+    url = options.pop("url", None)
+    if url and name != "sglang":
+        raise ValueError("--url drives a running SGLang server: use it with --backend sglang")
     if name == "hf":
         from ttscale.backends.hf import HFBackend
         return HFBackend(model, **options)
+    if name == "sglang" and url:
+        from ttscale.backends.sglang_http import SGLangHTTPBackend
+        return SGLangHTTPBackend(model, url, **options)
     if name == "sglang":
         from ttscale.backends.sglang_engine import SGLangBackend
         return SGLangBackend(model, **options)

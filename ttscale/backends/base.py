@@ -24,6 +24,7 @@ class ModelInfo:
     embedding_params: int            # untied input embeddings: a lookup, no FLOPs
     vocab_size: int
     attention_flops_per_pair: int    # QK^T and AV FLOPs of one (query, key) pair, all layers
+    context_length: int | None = None  # most tokens (prompt + generated) a branch may hold; None: no limit
 
 
 @dataclass
@@ -42,6 +43,39 @@ class ExtendRequest:
         """Tokens this call may add: its own cap, within the branch's total cap."""
         left = self.sampling.max_new_tokens - len(self.branch.generated)
         return left if self.max_new_tokens is None else min(left, self.max_new_tokens)
+
+
+class PromptTooLong(ValueError):
+    """A prompt that does not fit the model's context: the problem cannot be run."""
+
+
+def runnable(requests: Sequence[ExtendRequest], context_length: int | None) -> list[tuple[ExtendRequest, int]]:
+    """The requests whose branches can grow, each with the tokens this call may add.
+
+    Both backends apply the same rule at the model's context length: a branch holds at most
+    `context_length - 1` tokens (an input must be shorter than the context to be run, or scored, at
+    all), so its budget is capped there and a branch that has filled the context finishes with
+    "length"; a prompt that is not shorter than the context is an error. Finished branches are skipped."""
+    rows = []
+    for r in requests:
+        b = r.branch
+        if b.finished:
+            continue
+        if context_length is not None and b.prompt_len >= context_length:
+            raise PromptTooLong(f"the prompt ({b.prompt_len} tokens) is not shorter than the model's context "
+                                f"length ({context_length} tokens)")
+        budget = r.budget() if context_length is None else min(r.budget(), context_length - 1 - len(b.tokens))
+        if budget <= 0:
+            b.finished, b.finish_reason = True, "length"
+            continue
+        rows.append((r, budget))
+    return rows
+
+
+def at_length_limit(b: Branch, sampling: Sampling, context_length: int | None) -> bool:
+    """Whether the branch has reached its length cap or filled the model's context (see `runnable`)."""
+    return len(b.generated) >= sampling.max_new_tokens or (context_length is not None
+                                                           and len(b.tokens) >= context_length - 1)
 
 
 def requests_for(branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling], max_new_tokens: int | None = None,

@@ -17,7 +17,8 @@ from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from ttscale.backends.base import ChatBranches, ExtendRequest, ModelInfo, check_local_dir
+from ttscale.backends.base import (ChatBranches, ExtendRequest, ModelInfo, at_length_limit, check_local_dir,
+                                   runnable)
 from ttscale.backends.kv import DynamicRun, StaticKV, StaticRun, supports_static
 from ttscale.backends.sampling import Sampling, sample, uniform
 from ttscale.branch import Branch, Cycle, DeltaState
@@ -119,14 +120,7 @@ class HFBackend(ChatBranches):
     def extend_requests(self, requests: Sequence[ExtendRequest], keep_cache: bool = False) -> None:
         if not keep_cache:
             self._kept = None
-        todo = []
-        for r in requests:
-            if r.branch.finished:
-                continue
-            if r.budget() <= 0:
-                r.branch.finished, r.branch.finish_reason = True, "length"
-                continue
-            todo.append(_Row(r, r.budget(), len(r.branch.generated)))
+        todo = [_Row(r, budget, len(r.branch.generated)) for r, budget in runnable(requests, self.info.context_length)]
         for start in range(0, len(todo), self.batch_size):
             self._extend_batch(todo[start:start + self.batch_size], keep_cache and len(todo) <= self.batch_size)
 
@@ -244,7 +238,7 @@ class HFBackend(ChatBranches):
             b.finished, b.finish_reason = True, "eos"
         elif stop and any(s in self._tail(b.generated) for s in stop):
             b.finished, b.finish_reason = True, "stop"
-        elif len(b.generated) >= row.params.max_new_tokens:
+        elif at_length_limit(b, row.params, self.info.context_length):
             b.finished, b.finish_reason = True, "length"
         row.done = (b.finished or row.produced >= row.budget
                     or (step_end is not None and step_end in self._tail(b.generated[row.start:])))
@@ -329,4 +323,5 @@ def model_info(model, table: DeltaTable) -> ModelInfo:
                      n_experts=n_experts, top_k=top_k, total_params=total,
                      active_params=total - routed * (n_experts - top_k) // n_experts, routed_expert_params=routed,
                      embedding_params=0 if embedding is head else embedding.numel(), vocab_size=config.vocab_size,
-                     attention_flops_per_pair=2 * heads * (qk_dim + v_dim) * config.num_hidden_layers)
+                     attention_flops_per_pair=2 * heads * (qk_dim + v_dim) * config.num_hidden_layers,
+                     context_length=getattr(config, "max_position_embeddings", None))
