@@ -81,3 +81,6 @@ def test_a_branch_at_the_context_length_finishes_with_length(tmp_path):
     with pytest.raises(PromptTooLong, match=r"^the prompt \(\d+ tokens\) is not shorter than the model's context "
                                             r"length \(40 tokens\)$"):
         short.extend([long], Sampling(max_new_tokens=4))
+    long.meta["problem"] = "demo/test/7"            # the run loop names the problem (branch.meta)
+    with pytest.raises(PromptTooLong, match=r"^problem demo/test/7: the prompt \(\d+ tokens\)"):
+        short.extend([long], Sampling(max_new_tokens=4))

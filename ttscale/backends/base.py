@@ -62,8 +62,9 @@ def runnable(requests: Sequence[ExtendRequest], context_length: int | None) -> l
         if b.finished:
             continue
         if context_length is not None and b.prompt_len >= context_length:
-            raise PromptTooLong(f"the prompt ({b.prompt_len} tokens) is not shorter than the model's context "
-                                f"length ({context_length} tokens)")
+            where = f"problem {b.meta['problem']}: " if b.meta.get("problem") is not None else ""
+            raise PromptTooLong(f"{where}the prompt ({b.prompt_len} tokens) is not shorter than the model's "
+                                f"context length ({context_length} tokens)")
         budget = r.budget() if context_length is None else min(r.budget(), context_length - 1 - len(b.tokens))
         if budget <= 0:
             b.finished, b.finish_reason = True, "length"
