@@ -7,6 +7,7 @@ batch and engine modules on CPU, so a release that renames something we use fail
 
 import dataclasses
 import inspect
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -175,6 +176,9 @@ def test_requests_of_zero_and_nonzero_deltas_pass_sglang_validation(model_dirs):
     assert request.sampling_params[1]["custom_params"]["rr_delta"][1] == 0.5
     single = io.GenerateReqInput(**rows[0])        # what the HTTP client posts: one request per row
     single.normalize_batch_and_arguments()
+    contract = _import("sglang.api.v1.api_types").GenerateRequest   # the HTTP server's JSON schema gate
+    for row in rows:
+        contract.from_json_value(json.loads(json.dumps(row)))
 
 
 def test_unsupported_families_and_settings_fail_clearly(model_dirs):
