@@ -16,13 +16,13 @@ import time
 import httpx
 import pytest
 
-from sglang_engine_checks import LOGPROB_TOLERANCE, PROBLEMS, STRATEGIES, _records, compare_records
+from sglang_engine_checks import LOGPROB_TOLERANCE, PROBLEMS, STRATEGIES, _records, compare_records, samples
 from ttscale.backends.base import PromptTooLong
 from ttscale.backends.sampling import Sampling
 from ttscale.backends.sglang_http import CPU_SERVER_ENV, server_command
 from ttscale.demo import DEMO_MODEL, DEMO_TASK
 
-OVERRIDES = ["--set", "reroute.interval=8", "--set", "reroute.steps=2"]
+OVERRIDES = ["--set", "reroute.interval=16", "--set", "reroute.steps=2"]
 
 
 def _free_port() -> int:
@@ -84,7 +84,7 @@ def test_zero_deltas_match_the_hf_backend_over_http(backends):
 
 def test_a_delta_changes_only_its_own_request_over_http(backends):
     sgl, _ = backends
-    sampling = Sampling(temperature=1.0, max_new_tokens=16)
+    sampling = Sampling(max_new_tokens=16)            # greedy, as in sglang_engine_checks.py
     message = [{"role": "user", "content": "7 + 5 ="}]
     plain = sgl.extend([sgl.new_branch(message, seed=i) for i in range(3)], sampling)
     branches = [sgl.new_branch(message, seed=i) for i in range(3)]
@@ -110,9 +110,9 @@ def test_the_context_limit_over_http(backends):
         sgl.extend([long], Sampling(max_new_tokens=8))
 
 
-def _run(out, *args):
+def _run(out, *args, n=1):
     done = subprocess.run([sys.executable, "-m", "ttscale.cli", "run", "--task", DEMO_TASK, "--limit", str(PROBLEMS),
-                           "--n", "3", "--out", str(out), *OVERRIDES, *args], capture_output=True, text=True,
+                           "--n", str(n), "--out", str(out), *OVERRIDES, *args], capture_output=True, text=True,
                           timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return done
 
@@ -120,9 +120,10 @@ def _run(out, *args):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_cli_runs_every_strategy_through_the_server(url, tmp_path, strategy):
     extra = ["--set", "reroute.adapter=spsa"] if strategy == "reroute+sc" else []
-    ours = _run(tmp_path / "sglang", "--strategy", strategy, "--backend", "sglang", "--url", url, *extra)
+    ours = _run(tmp_path / "sglang", "--strategy", strategy, "--backend", "sglang", "--url", url, *extra,
+                n=samples(strategy))
     assert ours.returncode == 0, ours.stderr[-3000:]
-    theirs = _run(tmp_path / "hf", "--strategy", strategy, "--device", "cpu")
+    theirs = _run(tmp_path / "hf", "--strategy", strategy, "--device", "cpu", n=samples(strategy))
     assert theirs.returncode == 0, theirs.stderr[-3000:]
     compare_records(_records(tmp_path / "sglang"), _records(tmp_path / "hf"), strategy)
     if extra:

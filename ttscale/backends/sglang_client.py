@@ -52,6 +52,14 @@ def describe_for_sglang(model: str) -> ModelInfo:
     return info
 
 
+def usable_context(context_len: int, max_req_input_len: int) -> int:
+    """The context length ttscale uses on an SGLang engine: a branch holds fewer tokens than this
+    (`base.runnable`), so it can always be sent again as input or scored. SGLang's scheduler accepts
+    only inputs shorter than `max_req_input_len` = min(context, KV pool) − 1 − 5 reserved tokens, and
+    caps input + new tokens at min(context, KV pool) − 2: the input bound is the tighter one."""
+    return min(context_len, max_req_input_len)
+
+
 def has_local_weights(model: str) -> bool:
     path = Path(model).expanduser()
     return path.is_dir() and (any(path.glob("*.safetensors")) or any(path.glob("*.bin")))

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ttscale.backends.base import check_local_dir
-from ttscale.backends.sglang_client import SGLangClient, auto_adapter, describe_for_sglang
+from ttscale.backends.sglang_client import SGLangClient, auto_adapter, describe_for_sglang, usable_context
 
 MODEL_PACKAGE = "ttscale.sglang_models"
 
@@ -70,7 +70,9 @@ class SGLangBackend(SGLangClient):
             model_path=model, dtype=dtype_arg, tp_size=tp_size, enable_custom_logit_processor=True,
             max_running_requests=min(ROWS - 1, 1024), enable_dp_attention=False, enable_two_batch_overlap=False,
             **settings)
-        self._setup(model, info, self.engine.tokenizer_manager.context_len, adapter, device, dtype, batch_size)
+        manager = self.engine.tokenizer_manager
+        self._setup(model, info, usable_context(manager.context_len, manager.max_req_input_len), adapter, device, dtype,
+                    batch_size)
 
     def _submit(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One `Engine.generate` over all rows (each field a list, one entry per request)."""

@@ -14,7 +14,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ttscale.backends.base import check_local_dir
-from ttscale.backends.sglang_client import SGLangClient, auto_adapter, describe_for_sglang, has_local_weights
+from ttscale.backends.sglang_client import (SGLangClient, auto_adapter, describe_for_sglang, has_local_weights,
+                                            usable_context)
 
 
 # what a server needs so ttscale's deltas reach its model: the model package, custom logit processors
@@ -55,7 +56,8 @@ class SGLangHTTPBackend(SGLangClient):
         served = self._get("/model_info")["model_path"]
         if PurePosixPath(served.rstrip("/")).name != PurePosixPath(model.rstrip("/")).name:
             raise ValueError(f"the server at {self.url} serves {served}, not {model}")
-        context_length = self._get("/v1/models")["data"][0]["max_model_len"]
+        context_length = usable_context(self._get("/v1/models")["data"][0]["max_model_len"],
+                                        self._get("/server_info")["max_req_input_len"])
         info = describe_for_sglang(model)
         self._setup(model, info, context_length, adapter, device or "cpu", dtype, batch_size)
         self._check_deltas_reach_the_model()
