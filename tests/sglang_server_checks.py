@@ -16,13 +16,14 @@ import time
 import httpx
 import pytest
 
-from sglang_engine_checks import LOGPROB_TOLERANCE, PROBLEMS, STRATEGIES, _records, compare_records, samples
+from sglang_engine_checks import (GREEDY, LOGPROB_TOLERANCE, OVERRIDES, PROBLEMS, STRATEGIES, _records, check_filled,
+                                  compare_records, samples)
 from ttscale.backends.base import PromptTooLong
 from ttscale.backends.sampling import Sampling
 from ttscale.backends.sglang_http import CPU_SERVER_ENV, server_command
 from ttscale.demo import DEMO_MODEL, DEMO_TASK
 
-OVERRIDES = ["--set", "reroute.interval=16", "--set", "reroute.steps=2"]
+SETTINGS = [arg for setting in OVERRIDES for arg in ("--set", setting)]
 
 
 def _free_port() -> int:
@@ -44,7 +45,8 @@ def url(tmp_path_factory):
         deadline = time.monotonic() + 240
         while True:
             if server.poll() is not None:
-                pytest.fail(f"the server exited ({server.returncode}):\n{log.read_text()[-3000:]}")
+                errors = [line for line in log.read_text().splitlines() if "Error" in line]
+                pytest.fail(f"the server exited ({server.returncode}): {errors[-3:]}")
             try:
                 if httpx.get(f"{address}/health", timeout=5).status_code == 200:
                     break
@@ -55,11 +57,12 @@ def url(tmp_path_factory):
             time.sleep(1)
         yield address
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +77,12 @@ def backends(url):
 
 def test_zero_deltas_match_the_hf_backend_over_http(backends):
     sgl, hf = backends
-    prompts = [[{"role": "user", "content": text}] for text in ("1 2 3", "7 + 5 =", "a b c d")]
-    ours = sgl.extend([sgl.new_branch(m) for m in prompts], Sampling(max_new_tokens=24))
-    theirs = hf.extend([hf.new_branch(m) for m in prompts], Sampling(max_new_tokens=24))
+    from ttscale.tasks import load_task
+
+    task = load_task(DEMO_TASK)           # the demo task's prompts, as in sglang_engine_checks.py (bf16 near-ties
+    prompts = [task.messages(p) for p in task.load(PROBLEMS)]    # on arbitrary text can flip a greedy token)
+    ours = sgl.extend([sgl.new_branch(m) for m in prompts], Sampling(max_new_tokens=32))
+    theirs = hf.extend([hf.new_branch(m) for m in prompts], Sampling(max_new_tokens=32))
     for a, b in zip(ours, theirs):
         assert a.generated == b.generated
         assert a.logprobs == pytest.approx(b.logprobs, abs=LOGPROB_TOLERANCE)
@@ -110,25 +116,43 @@ def test_the_context_limit_over_http(backends):
         sgl.extend([long], Sampling(max_new_tokens=8))
 
 
-def _run(out, *args, n=1):
-    done = subprocess.run([sys.executable, "-m", "ttscale.cli", "run", "--task", DEMO_TASK, "--limit", str(PROBLEMS),
-                           "--n", str(n), "--out", str(out), *OVERRIDES, *args], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    return done
+def _run(out, *args):
+    return subprocess.run([sys.executable, "-m", "ttscale.cli", "run", "--task", DEMO_TASK, "--limit", str(PROBLEMS),
+                           "--out", str(out), *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_cli_runs_through_the_server(url, tmp_path):
+    """`ttscale run --backend sglang --url` end to end, its records against `--backend hf`'s."""
+    ours = _run(tmp_path / "sglang", "--strategy", "greedy", "--backend", "sglang", "--url", url)
+    assert ours.returncode == 0, ours.stderr[-3000:]
+    theirs = _run(tmp_path / "hf", "--strategy", "greedy", "--device", "cpu")
+    assert theirs.returncode == 0, theirs.stderr[-3000:]
+    compare_records(_records(tmp_path / "sglang"), _records(tmp_path / "hf"), "greedy")
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_cli_runs_every_strategy_through_the_server(url, tmp_path, strategy):
-    extra = ["--set", "reroute.adapter=spsa"] if strategy == "reroute+sc" else []
-    ours = _run(tmp_path / "sglang", "--strategy", strategy, "--backend", "sglang", "--url", url, *extra,
-                n=samples(strategy))
-    assert ours.returncode == 0, ours.stderr[-3000:]
-    theirs = _run(tmp_path / "hf", "--strategy", strategy, "--device", "cpu", n=samples(strategy))
-    assert theirs.returncode == 0, theirs.stderr[-3000:]
-    compare_records(_records(tmp_path / "sglang"), _records(tmp_path / "hf"), strategy)
-    if extra:
+def test_every_strategy_through_the_server(backends, tmp_path, strategy):
+    """Each strategy in-process through the HTTP client; greedy ones against the hf backend's records
+    (sampled ones draw from SGLang's sampler: their ledgers are checked). reroute+sc adapts by SPSA."""
+    from ttscale.runs import RunConfig, execute
+
+    sgl, hf = backends
+    overrides = OVERRIDES + (["reroute.adapter=spsa"] if strategy == "reroute+sc" else [])
+    runs = {}
+    for name, backend in [("sglang", sgl)] + ([("hf", hf)] if strategy in GREEDY else []):
+        execute(RunConfig(model=str(DEMO_MODEL), task=DEMO_TASK, strategy=strategy, n=samples(strategy),
+                          limit=PROBLEMS, backend=name, overrides=overrides), tmp_path / name, backend=backend)
+        runs[name] = _records(tmp_path / name)
+    if strategy in GREEDY:
+        compare_records(runs["sglang"], runs["hf"], strategy)
+    for record in runs["sglang"].values():
+        check_filled(record, strategy)
+    if strategy == "reroute+sc":
         config = json.loads((tmp_path / "sglang" / "summary.json").read_text())["config"]
         assert config["settings"]["reroute"]["adapter"] == "spsa"
+        assert all(c["entropy_before"] is None for r in runs["sglang"].values() for s in r["samples"]
+                   for c in s["routing"]["cycles"])                # SPSA: no router probabilities
 
 
 def test_an_unreachable_server_is_a_one_line_error(tmp_path):

@@ -146,7 +146,8 @@ class SGLangClient(ChatBranches):
         cached = meta.get("cached_tokens", 0)
         b.compute.generated_tokens += len(new)
         b.compute.prefill_tokens += meta["prompt_tokens"] - cached
-        b.compute.attention_pairs_forward += _triangle(context) - _triangle(cached) + sum(range(context, context + len(new)))
+        b.compute.attention_pairs_forward += (_triangle(context) - _triangle(cached)          # prefill, then
+                                              + sum(range(context, context + len(new))))   # each new token
         b.compute.add_seconds("decode", seconds)
         reason = meta.get("finish_reason") or {}
         kind, matched = reason.get("type"), reason.get("matched")

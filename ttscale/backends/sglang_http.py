@@ -50,8 +50,8 @@ class SGLangHTTPBackend(SGLangClient):
         check_local_dir(model)
         adapter = auto_adapter(adapter, model, weights_local=has_local_weights(model))
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout,
-                                 limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections))
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, limits=limits)
         self.pool = ThreadPoolExecutor(connections, thread_name_prefix="ttscale-sglang")
         served = self._get("/model_info")["model_path"]
         if PurePosixPath(served.rstrip("/")).name != PurePosixPath(model.rstrip("/")).name:
