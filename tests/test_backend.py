@@ -59,3 +59,28 @@ def test_score_reproduces_generation_logprobs(backend):
     backend.extend(branches, Sampling(temperature=1.0, max_new_tokens=10))
     for b, scored in zip(branches, backend.score(branches)):
         assert scored == pytest.approx(b.logprobs, abs=1e-4)
+
+
+def test_a_branch_at_the_context_length_finishes_with_length(tmp_path):
+    """The budget is capped at the context (both backends: `runnable`); the cut branch finishes with "length"."""
+    from ttscale.backends.base import PromptTooLong
+
+    short = HFBackend(str(save_tiny_model("olmoe", tmp_path / "short", max_position_embeddings=40)))
+    assert short.info.context_length == 40
+    b = short.new_branch(MESSAGES)
+    assert b.prompt_len < 39
+    short.extend([b], Sampling(temperature=1.0, max_new_tokens=100))
+    assert b.finished and b.finish_reason == "length"
+    assert len(b.tokens) == 39 and len(b.logprobs) == len(b.generated)
+    again = short.new_branch(MESSAGES)
+    short.extend([again], Sampling(temperature=1.0, max_new_tokens=100), max_new_tokens=3)   # in chunks
+    while not again.finished:
+        short.extend([again], Sampling(temperature=1.0, max_new_tokens=100), max_new_tokens=3, keep_cache=True)
+    assert again.tokens == b.tokens and again.finish_reason == b.finish_reason
+    long = short.new_branch([{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 3}])
+    with pytest.raises(PromptTooLong, match=r"^the prompt \(\d+ tokens\) is not shorter than the model's context "
+                                            r"length \(40 tokens\)$"):
+        short.extend([long], Sampling(max_new_tokens=4))
+    long.meta["problem"] = "demo/test/7"            # the run loop names the problem (branch.meta)
+    with pytest.raises(PromptTooLong, match=r"^problem demo/test/7: the prompt \(\d+ tokens\)"):
+        short.extend([long], Sampling(max_new_tokens=4))

@@ -7,6 +7,7 @@ batch and engine modules on CPU, so a release that renames something we use fail
 
 import dataclasses
 import inspect
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ttscale.backends.sglang_engine import SGLANG_VERSION
+from ttscale.backends.sglang_client import SGLANG_VERSION
 
 
 SGLANG_PYTHON = os.environ.get("TTSCALE_SGLANG_PYTHON")
@@ -131,6 +132,12 @@ def test_request_fields_the_backend_sends_exist():
     for name in ("input_ids", "sampling_params", "rid", "cache_salt", "custom_logit_processor", "return_logprob",
                  "logprob_start_len", "return_routed_experts"):
         assert name in params, name
+    for name in ("cached_tokens", "prompt_tokens", "finish_reason", "output_token_logprobs", "input_token_logprobs"):
+        assert name in inspect.getsource(_import("sglang.srt.managers.tokenizer_manager")), name
+    fields = {f.name for f in dataclasses.fields(_import("sglang.srt.managers.io_struct").GenerateReqInput)}
+    for name in ("input_ids", "sampling_params", "rid", "cache_salt", "custom_logit_processor", "return_logprob",
+                 "logprob_start_len"):       # what the HTTP client posts to /generate
+        assert name in fields, name
     assert callable(engine.Engine.shutdown)
     sampling = _import("sglang.srt.sampling.sampling_params").SamplingParams(
         max_new_tokens=3, custom_params={"rr_delta": [0.0]}, sampling_seed=7, no_stop_trim=True, stop=["\n"])
@@ -141,11 +148,37 @@ def test_request_fields_the_backend_sends_exist():
 
 def test_the_pass_through_processor_round_trips_and_changes_nothing():
     processor = _import("sglang.srt.sampling.custom_logit_processor").CustomLogitProcessor
-    from ttscale.sglang_models.processor import PassThrough
+    from ttscale.sglang_models.processor import PassThrough, serialized
 
     logits = torch.randn(2, 5)
-    restored = processor.from_str(PassThrough().to_str())
+    restored = processor.from_str(serialized())
+    assert isinstance(restored, PassThrough) and isinstance(restored, processor)
     assert torch.equal(restored(logits, [{}, {}]), logits)
+    assert processor.from_str(PassThrough.to_str()).__class__ is PassThrough
+
+
+def test_requests_of_zero_and_nonzero_deltas_pass_sglang_validation(model_dirs):
+    """Issue 16, defect 1: zero-delta rows carried `cache_salt=None`, which sglang refuses in a batch."""
+    io = _import("sglang.srt.managers.io_struct")
+    from ttscale.backends.sglang_client import SGLangClient, describe_for_sglang
+
+    model = str(model_dirs["olmoe"])
+    client = SGLangClient.__new__(SGLangClient)
+    client._setup(model, describe_for_sglang(model), 512, "spsa", "cpu", None, 8)
+    branches = [client.new_branch([{"role": "user", "content": "hi"}], seed=s) for s in range(3)]
+    branches[1].delta = client.zero_state()
+    branches[1].delta.delta[0, 1] = 0.5
+    rows = [client._row(b, {"max_new_tokens": 4}, return_logprob=True) for b in branches]
+    columns = {key: [row[key] for row in rows] for key in rows[0]}
+    request = io.GenerateReqInput(**columns)
+    request.normalize_batch_and_arguments()
+    assert request.cache_salt[0] is None and request.cache_salt[2] is None and request.cache_salt[1]
+    assert request.sampling_params[1]["custom_params"]["rr_delta"][1] == 0.5
+    single = io.GenerateReqInput(**rows[0])        # what the HTTP client posts: one request per row
+    single.normalize_batch_and_arguments()
+    contract = _import("sglang.api.v1.api_types").GenerateRequest   # the HTTP server's JSON schema gate
+    for row in rows:
+        contract.from_json_value(json.loads(json.dumps(row)))
 
 
 def test_unsupported_families_and_settings_fail_clearly(model_dirs):
@@ -156,5 +189,5 @@ def test_unsupported_families_and_settings_fail_clearly(model_dirs):
         SGLangBackend(str(model_dirs["deepseek_v2"]))
     with pytest.raises(ValueError, match="unknown adapter"):
         SGLangBackend(str(model_dirs["olmoe"]), adapter="adam")
-    with pytest.raises(ValueError, match="runs on CUDA"):
-        SGLangBackend(str(model_dirs["olmoe"]), device="cpu")
+    with pytest.raises(ValueError, match="runs on cuda or cpu"):
+        SGLangBackend(str(model_dirs["olmoe"]), device="mps")

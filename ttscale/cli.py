@@ -111,8 +111,10 @@ def run(
     limit: Optional[int] = typer.Option(None, help="Solve at most this many problems."),
     seed: int = typer.Option(0, help="Seed of the first branch of each problem."),
     out: Path = typer.Option(Path("runs/latest"), help="Output directory: records.jsonl and summary.json."),
-    backend: str = typer.Option("hf", help="hf (transformers, in-process) | sglang (in-process sglang.Engine, "
-                                "CUDA; pip install 'ttscale\\[sglang]')."),
+    backend: str = typer.Option("hf", help="hf (transformers, in-process) | sglang (in-process sglang.Engine on "
+                                "CUDA or CPU, or a server with --url; pip install 'ttscale\\[sglang]')."),
+    url: Optional[str] = typer.Option(None, help="With --backend sglang: drive the running SGLang server at "
+                                      "http://HOST:PORT instead of an in-process engine (docs/sglang.md)."),
     set_: list[str] = typer.Option([], "--set", help="Override a setting: section.key=value (repeatable)."),
     save_deltas: bool = typer.Option(False, "--save-deltas", help="Write each sample's final router deltas."),
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),
@@ -136,7 +138,7 @@ def run(
             cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,
                             overrides=list(set_), save_deltas=save_deltas, concurrency=parse_concurrency(concurrency))
             summary = execute(cfg, out, overwrite, progress=progress_bar(strategy, out), device=device, dtype=dtype,
-                              batch_size=batch_size, decode=decode)
+                              batch_size=batch_size, decode=decode, **({"url": url} if url else {}))
     except KeyboardInterrupt:
         partial = _read_summary(out) or {}
         done = (f"{partial['problems']}/{partial['of']} problems done (summary.json marked partial)"

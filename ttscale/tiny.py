@@ -14,7 +14,8 @@ COMMON = dict(vocab_size=320, hidden_size=64, num_hidden_layers=2, num_attention
 
 # model_type -> config overrides (8 experts, top-2 everywhere)
 FAMILIES = {
-    "olmoe": dict(num_experts=8, num_experts_per_tok=2),
+    # SGLang's OLMoE sizes k_norm by the hidden size (as OLMoE checkpoints are): as many KV heads as heads
+    "olmoe": dict(num_experts=8, num_experts_per_tok=2, num_key_value_heads=4),
     "qwen2_moe": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
                       shared_expert_intermediate_size=32),
     "qwen3_moe": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, head_dim=16),

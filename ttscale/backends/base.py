@@ -24,6 +24,7 @@ class ModelInfo:
     embedding_params: int            # untied input embeddings: a lookup, no FLOPs
     vocab_size: int
     attention_flops_per_pair: int    # QK^T and AV FLOPs of one (query, key) pair, all layers
+    context_length: int | None = None  # most tokens (prompt + generated) a branch may hold; None: no limit
 
 
 @dataclass
@@ -44,6 +45,40 @@ class ExtendRequest:
         return left if self.max_new_tokens is None else min(left, self.max_new_tokens)
 
 
+class PromptTooLong(ValueError):
+    """A prompt that does not fit the model's context: the problem cannot be run."""
+
+
+def runnable(requests: Sequence[ExtendRequest], context_length: int | None) -> list[tuple[ExtendRequest, int]]:
+    """The requests whose branches can grow, each with the tokens this call may add.
+
+    Both backends apply the same rule at the model's context length: a branch holds at most
+    `context_length - 1` tokens (an input must be shorter than the context to be run, or scored, at
+    all), so its budget is capped there and a branch that has filled the context finishes with
+    "length"; a prompt that is not shorter than the context is an error. Finished branches are skipped."""
+    rows = []
+    for r in requests:
+        b = r.branch
+        if b.finished:
+            continue
+        if context_length is not None and b.prompt_len >= context_length:
+            where = f"problem {b.meta['problem']}: " if b.meta.get("problem") is not None else ""
+            raise PromptTooLong(f"{where}the prompt ({b.prompt_len} tokens) is not shorter than the model's "
+                                f"context length ({context_length} tokens)")
+        budget = r.budget() if context_length is None else min(r.budget(), context_length - 1 - len(b.tokens))
+        if budget <= 0:
+            b.finished, b.finish_reason = True, "length"
+            continue
+        rows.append((r, budget))
+    return rows
+
+
+def at_length_limit(b: Branch, sampling: Sampling, context_length: int | None) -> bool:
+    """Whether the branch has reached its length cap or filled the model's context (see `runnable`)."""
+    return len(b.generated) >= sampling.max_new_tokens or (context_length is not None
+                                                           and len(b.tokens) >= context_length - 1)
+
+
 def requests_for(branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling], max_new_tokens: int | None = None,
              stop: Sequence[str] = (), step_end: str | None = None) -> list[ExtendRequest]:
     """The same call for every branch (one sampling, or one per branch)."""
@@ -62,7 +97,7 @@ def check_context(prompt_tokens: int, context_length: int | None, max_new_tokens
     if context_length is None:
         return
     if prompt_tokens >= context_length:
-        raise ValueError(f"prompt of {prompt_tokens} tokens is longer than the model's context "
+        raise PromptTooLong(f"prompt of {prompt_tokens} tokens is longer than the model's context "
                          f"({context_length} tokens, generation included)")
     if max_new_tokens is not None and prompt_tokens + max_new_tokens > context_length:
         raise ValueError(f"prompt of {prompt_tokens} tokens plus max_tokens {max_new_tokens} is longer than "
@@ -80,11 +115,9 @@ class ChatBranches:
             return self.tokenizer(text, add_special_tokens=False).input_ids
         return self.tokenizer("\n\n".join(m["content"] for m in messages)).input_ids
 
-    context_length: int | None = None     # the model's positions; None: unknown
-
     def new_branch(self, messages: list[dict[str, str]], seed: int = 0) -> Branch:
         tokens = self.encode(messages)
-        check_context(len(tokens), self.context_length)
+        check_context(len(tokens), self.info.context_length)
         return Branch(tokens=tokens, prompt_len=len(tokens), seed=seed)
 
     def set_text(self, b: Branch, stop: Sequence[str]) -> None:

@@ -19,7 +19,8 @@ from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from ttscale.backends.base import ChatBranches, ExtendRequest, ModelInfo, check_local_dir
+from ttscale.backends.base import (ChatBranches, ExtendRequest, ModelInfo, at_length_limit, check_local_dir,
+                                   runnable)
 from ttscale.backends.kv import DynamicRun, StaticKV, StaticRun, supports_static
 from ttscale.backends.sampling import Sampling, sample, uniform
 from ttscale.branch import Branch, Cycle, DeltaState
@@ -98,7 +99,6 @@ class HFBackend(ChatBranches):
         self.info = model_info(model, self.table)
         if self.device.type == "cpu" and self.info.active_params < SMALL_MODEL and "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(1)   # see SMALL_MODEL
-        self.context_length = getattr(model.config, "max_position_embeddings", None)
         self._kept: _Kept | None = None
         self.decode = _decode_mode(decode, self.device, model)
         self.static = None if self.decode == "dynamic" else StaticKV(
@@ -139,14 +139,9 @@ class HFBackend(ChatBranches):
     def _enqueue(self, requests: list[ExtendRequest], queue: deque[_Row], refill: Refill | None) -> None:
         """Queue the requests with tokens to make; report the others as done at once."""
         while requests:
-            done = []
-            for r in requests:
-                if not r.branch.finished and r.budget() <= 0:
-                    r.branch.finished, r.branch.finish_reason = True, "length"
-                if r.branch.finished:
-                    done.append(r)
-                else:
-                    queue.append(_Row(r, r.budget(), len(r.branch.generated)))
+            growing = runnable(requests, self.info.context_length)     # the others are finished
+            queue.extend(_Row(r, budget, len(r.branch.generated)) for r, budget in growing)
+            done = [r for r in requests if r.branch.finished]
             requests = refill(done) if refill and done else []
 
     @torch.no_grad()
@@ -283,7 +278,7 @@ class HFBackend(ChatBranches):
             b.finished, b.finish_reason = True, "eos"
         elif stop and any(s in self._tail(b.generated) for s in stop):
             b.finished, b.finish_reason = True, "stop"
-        elif len(b.generated) >= row.params.max_new_tokens:
+        elif at_length_limit(b, row.params, self.info.context_length):
             b.finished, b.finish_reason = True, "length"
         row.done = (b.finished or row.produced >= row.budget
                     or (step_end is not None and step_end in self._tail(b.generated[row.start:])))
@@ -381,4 +376,5 @@ def model_info(model, table: DeltaTable) -> ModelInfo:
                      n_experts=n_experts, top_k=top_k, total_params=total,
                      active_params=total - routed * (n_experts - top_k) // n_experts, routed_expert_params=routed,
                      embedding_params=0 if embedding is head else embedding.numel(), vocab_size=config.vocab_size,
-                     attention_flops_per_pair=2 * heads * (qk_dim + v_dim) * config.num_hidden_layers)
+                     attention_flops_per_pair=2 * heads * (qk_dim + v_dim) * config.num_hidden_layers,
+                     context_length=getattr(config, "max_position_embeddings", None))

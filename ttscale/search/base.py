@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Protocol, Sequence
 
 import numpy as np
 
-from ttscale.backends.base import Backend
+from ttscale.backends.base import Backend, PromptTooLong
 from ttscale.backends.sampling import Sampling
 from ttscale.branch import Branch
 from ttscale.tasks.base import Problem, Task
@@ -30,7 +30,13 @@ class Context:
     def branches(self, n: int) -> list[Branch]:
         """n fresh branches on the problem's prompt, with seeds derived from the run seed."""
         messages = self.task.messages(self.problem)
-        return [self.backend.new_branch(messages, seed=derive_seed(self.seed, i)) for i in range(n)]
+        try:
+            branches = [self.backend.new_branch(messages, seed=derive_seed(self.seed, i)) for i in range(n)]
+        except PromptTooLong as e:
+            raise PromptTooLong(f"problem {self.problem.id}: {e}") from None
+        for b in branches:
+            b.meta["problem"] = self.problem.id
+        return branches
 
     def answers(self, branches: Sequence[Branch]) -> list[str | None]:
         return [self.task.extract(b.text, self.problem) for b in branches]

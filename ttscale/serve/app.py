@@ -77,7 +77,7 @@ def create_app(backend: Backend, defaults: Defaults, limits: Limits | None = Non
         """The request's coroutine (built in the scheduler thread): its record, as `ttscale run` makes it."""
         async def solve() -> dict[str, Any]:
             if plan.max_tokens is not None:
-                check_context(len(backend.encode(plan.messages)), getattr(backend, "context_length", None),
+                check_context(len(backend.encode(plan.messages)), backend.info.context_length,
                               plan.max_tokens)
             return await runs.solving(problem(plan.messages), RequestTask(plan.stop), backend, plan.cfg)
         return solve()
