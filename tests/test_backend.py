@@ -5,6 +5,7 @@ import pytest
 from ttscale.tiny import save_tiny_model
 from ttscale.backends.hf import HFBackend
 from ttscale.backends.sampling import Sampling
+from ttscale.branch import Branch
 
 MESSAGES = [{"role": "user", "content": "What is 12 plus 30?"}]
 
@@ -77,8 +78,10 @@ def test_a_branch_at_the_context_length_finishes_with_length(tmp_path):
     while not again.finished:
         short.extend([again], Sampling(temperature=1.0, max_new_tokens=100), max_new_tokens=3, keep_cache=True)
     assert again.tokens == b.tokens and again.finish_reason == b.finish_reason
-    long = short.new_branch([{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 3}])
-    with pytest.raises(PromptTooLong, match=r"^the prompt \(\d+ tokens\) is not shorter than the model's context "
+    with pytest.raises(PromptTooLong, match=r"^prompt of \d+ tokens is longer than the model's context \(40 tokens"):
+        short.new_branch([{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 3}])
+    long = Branch(tokens=list(range(5, 55)), prompt_len=50)       # built by hand: extend checks it too
+    with pytest.raises(PromptTooLong, match=r"^the prompt \(50 tokens\) is not shorter than the model's context "
                                             r"length \(40 tokens\)$"):
         short.extend([long], Sampling(max_new_tokens=4))
     long.meta["problem"] = "demo/test/7"            # the run loop names the problem (branch.meta)
