@@ -85,8 +85,9 @@ def test_a_killed_run_resumes_to_the_same_records(model_dirs, tmp_path, cli):
     assert cli(*args, "--out", whole)[0] == 0
     killed = tmp_path / "killed"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "ttscale.cli", *args, "--out", str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # two problems in flight, so records come one by one (the whole run had all twelve at once)
+    proc = subprocess.Popen([sys.executable, "-m", "ttscale.cli", *args, "--concurrency", "2", "--out", str(killed)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = killed / "records.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (records.exists() and records.read_text().count("\n") >= 2):
