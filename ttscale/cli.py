@@ -155,7 +155,7 @@ def run(
 def serve(
     model: Optional[str] = typer.Option(None, help="Hub id or local directory of a transformers MoE model "
                                         "(default: the bundled demo MoE, offline)."),
-    backend: str = typer.Option("hf", help="hf (transformers, in-process) | sglang (CUDA)."),
+    backend: str = typer.Option("hf", help="hf (transformers, in-process) | sglang (in-process engine; docs/sglang.md)."),
     strategy: str = typer.Option("greedy", help="Default strategy spec of requests that name none."),
     n: int = typer.Option(1, help="Default samples per request (with the default strategy)."),
     set_: list[str] = typer.Option([], "--set", help="Override a setting for every request: section.key=value."),
