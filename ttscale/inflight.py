@@ -2,7 +2,7 @@
 on is merged into shared batches.
 
 A search is written as the algorithm for one problem (`async def solve(ctx)`); every backend
-operation it needs (`extend`, `score`, `adapt`) is an awaitable `Op` that suspends it. `InFlight`
+operation it needs (`extend`, `adapt`) is an awaitable `Op` that suspends it. `InFlight`
 drives up to K such coroutines: once every one of them waits on an op, it runs the ops of one kind
 (and compatible settings) as one backend call over all their rows, then resumes them in order. A
 coroutine that returns frees its slot and the next problem starts at once. Nothing here is
@@ -12,7 +12,7 @@ and with per-row seeds and deltas every branch's result, does not depend on K.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Generator, Hashable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Generator, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -52,20 +52,6 @@ class Extend(Op):
 
 
 @dataclass(eq=False)
-class Score(Op):
-    branches: list[Branch]
-    start: int | None = None
-
-    def key(self) -> Hashable:
-        return Score, self.start
-
-    @staticmethod
-    def run(backend: Backend, ops: Sequence[Score]) -> list[list[list[float]]]:
-        scores = backend.score([b for op in ops for b in op.branches], ops[0].start)
-        return list(_split(scores, [len(op.branches) for op in ops]))
-
-
-@dataclass(eq=False)
 class Adapt(Op):
     branches: list[Branch]
     cfg: RerouteConfig
@@ -77,13 +63,6 @@ class Adapt(Op):
     def run(backend: Backend, ops: Sequence[Adapt]) -> list[None]:
         backend.adapt([b for op in ops for b in op.branches], ops[0].cfg)
         return [None] * len(ops)
-
-
-def _split(items: list, sizes: list[int]) -> Iterator[list]:
-    start = 0
-    for size in sizes:
-        yield items[start:start + size]
-        start += size
 
 
 Solving = Coroutine[Op, Any, Any]
