@@ -1,91 +1,228 @@
-"""Measure what continuous rerouting does on the demo testbed, and write docs/evidence.md.
+"""Measure what continuous rerouting does on the demo testbed, and write the results into docs/evidence.md.
 
-    python recipes/demo_evidence.py --limit 100 --out runs/evidence --doc docs/evidence.md
+    python recipes/demo_evidence.py                   # about 40 minutes on 2 CPU cores
 
-1. Layer-selection ablation (`reroute`, greedy decoding) on the *validation* splits of `demo` and
-   `demo-shift`: confident, uncertain, all layers, soft weighting. The best on demo-shift validation
-   is the selection used below (and the default in strategies/reroute.toml).
-2. On the *test* splits: greedy, reroute, sc@8, reroute+sc@8, bon@8 and beam (W=4, steps at ";"),
-   with accuracy, 95 % CIs and compute per problem.
-Every run is an ordinary resumable run directory under OUT.
+1. Sweep on `demo-shift` *validation* (VAL problems, `reroute`, greedy decoding): learning rate x steps
+   with every layer adapted, then layer selection at the best of those, then a shorter interval. The
+   best setting (ties: the earlier in that order) is the one tested.
+2. On the *test* splits (TEST problems): greedy, reroute at the paper's settings and at the chosen one,
+   sc@8, reroute+sc@8 (chosen), and greedy with more solved examples in the prompt (the in-context
+   alternative); `demo` gets greedy and reroute (chosen) to check for harm.
+3. The pre-registered paired tests (exact McNemar): reroute vs greedy, reroute+sc@8 vs sc@8.
+4. Diagnostics (ttscale.diagnostics) at the chosen setting: the oracle, context and reference NLL,
+   routing entropy, and the share of picks per domain's experts, plotted.
+5. The compute-vs-accuracy curve (FLOPs) of the test runs.
+
+Every run is an ordinary resumable run directory under OUT, so an interrupted recipe picks up where it
+stopped. The generated part of the document sits between the `results` markers; the rest is kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ttscale.backends import load_backend
-from ttscale.warmup import warm_up
-from ttscale.report import COLUMNS, report_rows
+from ttscale.curves import write_curve
+from ttscale.demo import resolve_model
+from ttscale.diagnostics import STATES, diagnose, group_shares
+from ttscale.report import paired, report_rows
+from ttscale.routing.reroute import RerouteConfig
 from ttscale.runs import RunConfig, execute
+from ttscale.spec import parse_spec, resolve_settings
+from ttscale.tasks.registry import load_task
+from ttscale.warmup import warm_up
 
-SELECTIONS = ("confident", "uncertain", "all", "soft")
-STRATEGIES = (("greedy", 1), ("reroute", 1), ("sc", 8), ("reroute+sc", 8), ("bon", 8), ("beam", 4))
-BEAM = ["beam.step=; ", "beam.step_tokens=24", "beam.max_steps=8"]
+LRS, STEPS = (0.05, 0.2, 0.5, 1.0, 2.0), (5, 10, 20)
+SELECTIONS = (("confident", 0.25), ("confident", 0.5), ("uncertain", 0.25), ("soft", 1.0))
+SHOTS = (6, 12)                                     # the in-context alternative (the default prompt has 3)
+BEGIN, END = "<!-- results: written by recipes/demo_evidence.py -->", "<!-- /results -->"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo")
-    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--val", type=int, default=200, help="validation problems per sweep point")
+    parser.add_argument("--test", type=int, default=400, help="test problems per run")
     parser.add_argument("--out", type=Path, default=Path("runs/evidence"))
     parser.add_argument("--doc", type=Path, default=Path("docs/evidence.md"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (each runs one torch thread)")
     args = parser.parse_args()
-    backend = load_backend("hf", args.model)
-    warm_up(backend, args.model, "demo", STRATEGIES, BEAM)    # no strategy's seconds pay the process warm-up
+    pool = Pool(args.model, args.jobs)
 
-    def run(task: str, strategy: str, n: int, extra: list[str], name: str) -> Path:
-        out = args.out / task / name
-        cfg = RunConfig(model=args.model, task=task, strategy=strategy, n=n, limit=args.limit,
-                        overrides=[*args.overrides, *extra])
-        summary = execute(cfg, out, backend=backend)
-        print(f"{task:12s} {name:22s} accuracy={summary['accuracy']:.3f}", flush=True)
-        return out
+    sweep_greedy = pool.runs([("demo-shift", "greedy", 1, ["task.split=validation"], "val-greedy", args.val)], args.out)[0]
+    sweep: dict[str, Path] = {}
 
-    ablation: dict[str, dict[str, Path]] = {}
-    for task in ("demo", "demo-shift"):
-        ablation[task] = {"greedy": run(task, "greedy", 1, ["task.split=validation"], "val-greedy")}
-        for select in SELECTIONS:
-            ablation[task][select] = run(task, "reroute", 1, ["task.split=validation", f"reroute.select={select}"],
-                                         f"val-reroute-{select}")
-    chosen = best_selection(ablation)
-    extra = {"beam": BEAM, "reroute": [f"reroute.select={chosen}"], "reroute+sc": [f"reroute.select={chosen}"]}
-    test = {task: [run(task, strategy, n, extra.get(strategy, []), strategy.replace("+", "-"))
-                   for strategy, n in STRATEGIES] for task in ("demo", "demo-shift")}
-    args.doc.write_text(document(ablation, test, args))
+    def points(candidates: list[list[str]]) -> list[float]:
+        jobs = [("demo-shift", "reroute", 1, ["task.split=validation", *sets],
+                 "val-" + "-".join(s.split(".", 1)[1].replace("=", "") for s in sets), args.val) for sets in candidates]
+        for sets, path in zip(candidates, pool.runs(jobs, args.out)):
+            sweep[" ".join(sets)] = path
+        return [accuracy(sweep[" ".join(sets)]) for sets in candidates]
+
+    grid = [[f"reroute.lr={lr}", f"reroute.steps={steps}", "reroute.select=all"] for lr in LRS for steps in STEPS]
+    scores = points(grid)
+    chosen = grid[scores.index(max(scores))]            # the first of equal scores
+    candidates = [[*chosen[:2], f"reroute.select={select}", f"reroute.ratio={ratio}"] for select, ratio in SELECTIONS]
+    scores = points(candidates)
+    if max(scores) > accuracy(sweep[" ".join(chosen)]):
+        chosen = candidates[scores.index(max(scores))]
+    if points([[*chosen, "reroute.interval=32"]])[0] > accuracy(sweep[" ".join(chosen)]):
+        chosen = [*chosen, "reroute.interval=32"]
+
+    plan = [("greedy", "greedy", 1, []), ("reroute (paper)", "reroute", 1, []),
+            ("reroute (chosen)", "reroute", 1, chosen), ("sc@8", "sc", 8, []),
+            ("reroute+sc@8 (chosen)", "reroute+sc", 8, chosen),
+            *[(f"greedy, {k} shots", "greedy", 1, [f"task.shots={k}"]) for k in SHOTS]]
+    jobs = [(task, strategy, n, sets, slug(label), args.test)
+            for task, labels in (("demo-shift", plan), ("demo", plan[:3:2])) for label, strategy, n, sets in labels]
+    paths = iter(pool.runs(jobs, args.out))
+    test = {task: {label: next(paths) for label, *_ in labels}
+            for task, labels in (("demo-shift", plan), ("demo", plan[:3:2]))}
+
+    shift = test["demo-shift"]
+    comparisons = {"reroute (chosen) vs greedy": paired(shift["greedy"], shift["reroute (chosen)"]),
+                   "reroute+sc@8 (chosen) vs sc@8": paired(shift["sc@8"], shift["reroute+sc@8 (chosen)"]),
+                   "reroute (paper) vs greedy": paired(shift["greedy"], shift["reroute (paper)"]),
+                   "demo: reroute (chosen) vs greedy": paired(test["demo"]["greedy"], test["demo"]["reroute (chosen)"])}
+    cfg = resolve_settings(parse_spec("reroute")[0], chosen)["reroute"]
+    groups = json.loads((Path(resolve_model(args.model)) / "training.json").read_text())["experts_per_domain"]
+    diagnostics = dict(zip(("demo-shift", "demo"),
+                           [summarise(rows, groups) for rows in pool.diagnose(("demo-shift", "demo"), args.test, cfg)]))
+    img = args.doc.parent / "img"
+    plot_usage(diagnostics, groups, img / "evidence_routing.png")
+    write_curve(list(shift.values()), img / "evidence_curve", x="flops")
+    (args.out / "evidence.json").write_text(json.dumps({"chosen": chosen, "comparisons": comparisons,
+                                                        "diagnostics": diagnostics}, indent=1) + "\n")
+    section = document(args, sweep_greedy, sweep, chosen, test, comparisons, diagnostics, cfg)
+    text = args.doc.read_text() if args.doc.exists() else f"{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    args.doc.write_text(head + BEGIN + "\n" + section + "\n" + END + rest.partition(END)[2])
     print(f"wrote {args.doc}")
 
 
-def best_selection(ablation: dict[str, dict[str, Path]]) -> str:
-    """The selection with the best demo-shift validation accuracy (ties: demo validation, then listing order)."""
-    def accuracy(task: str, select: str) -> float:
-        return float(report_rows([ablation[task][select]])[0]["accuracy"])
-    return max(SELECTIONS, key=lambda s: (accuracy("demo-shift", s), accuracy("demo", s)))
+class Pool:
+    """Worker processes, each with the model loaded and warmed up once, running whole runs."""
+
+    def __init__(self, model: str, jobs: int):
+        self.executor = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_load, initargs=(model,))
+
+    def runs(self, jobs: list[tuple], out: Path) -> list[Path]:
+        """Each (task, strategy, n, settings, name, limit) run into OUT/task/name (resumed if there)."""
+        return list(self.executor.map(_run, [(*job, out) for job in jobs]))
+
+    def diagnose(self, tasks: tuple[str, ...], limit: int, cfg: RerouteConfig) -> list[list[dict]]:
+        return list(self.executor.map(_diagnose, [(task, limit, cfg) for task in tasks]))
 
 
-def document(ablation: dict[str, dict[str, Path]], test: dict[str, list[Path]], args) -> str:
-    accuracy = {task: {name: report_rows([run])[0] for name, run in runs.items()} for task, runs in ablation.items()}
-    best = best_selection(ablation)
-    lines = ["# Evidence: continuous rerouting on the demo testbed", "",
-             "Produced by `python recipes/demo_evidence.py " + f"--limit {args.limit}` with the bundled demo model "
-             "(`recipes/train_demo_model.py`). `demo` prompts carry two solved examples of a common training domain "
-             "(add, rev, sum); `demo-shift` prompts carry two solved examples of a rare one (oct: base-8 addition; "
-             "dup: reversal with doubled letters; 3 % of training each). Accuracy is exact match of the final "
-             "answer with a Wilson 95 % CI; compute is the mean per problem.", "",
-             "## Layer selection (validation splits, `reroute`, greedy decoding)", "",
-             "| selection | demo | demo-shift |", "|---|---|---|"]
-    for name in ("greedy", *SELECTIONS):
-        label = "no rerouting (greedy)" if name == "greedy" else name
-        cells = [f"{accuracy[t][name]['accuracy']} ({accuracy[t][name]['95% CI']})" for t in ("demo", "demo-shift")]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", f"Best on demo-shift validation: **{best}**, used for the test runs below.", ""]
+_worker: dict = {}
+
+
+def _load(model: str) -> None:
+    _worker["model"], _worker["backend"] = model, load_backend("hf", model)
+    warm_up(_worker["backend"], model, "demo", [("greedy", 1), ("reroute", 1), ("sc", 8), ("reroute+sc", 8)])
+
+
+def _run(job: tuple) -> Path:
+    task, strategy, n, sets, name, limit, out = job
+    path = out / task / name
+    summary = execute(RunConfig(model=_worker["model"], task=task, strategy=strategy, n=n, limit=limit,
+                                overrides=sets), path, backend=_worker["backend"])
+    print(f"{task:11s} {name:34s} accuracy={summary['accuracy']:.3f}", flush=True)
+    return path
+
+
+def _diagnose(job: tuple) -> list[dict]:
+    task, limit, cfg = job
+    return diagnose(_worker["backend"], load_task(task), load_task(task).load(limit), cfg)
+
+
+def slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label).strip("-").replace("--", "-")
+
+
+def accuracy(run: Path) -> float:
+    return float(report_rows([run])[0]["accuracy"])
+
+
+def summarise(rows: list[dict], groups: dict[str, list[int]]) -> dict:
+    """Means over problems of the oracle's accuracy and each state's NLLs and entropy, and per domain the
+    share of picks going to each domain's experts under each state."""
+    out = {"problems": len(rows), "oracle_accuracy": sum(bool(r["oracle_correct"]) for r in rows) / len(rows)}
+    for state in STATES:
+        out[state] = {key: sum(r[state][key] for r in rows) / len(rows)
+                      for key in ("context_nll", "reference_nll", "entropy")}
+    domains = sorted({r["meta"]["domain"] for r in rows}, key=list(groups).index)
+    out["usage"] = {d: {state: {g: sum(group_shares(r[state]["usage"], groups)[g] for r in mine) / len(mine)
+                                for g in groups}
+                        for state in STATES}
+                    for d in domains if (mine := [r for r in rows if r["meta"]["domain"] == d])}
+    return out
+
+
+def plot_usage(diagnostics: dict, groups: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    usage = diagnostics["demo-shift"]["usage"]
+    fig, axes = plt.subplots(1, len(usage), figsize=(3.2 * len(usage), 3.4), sharey=True)
+    width = 0.8 / len(groups)
+    for ax, (domain, states) in zip(axes, usage.items()):
+        for i, g in enumerate(groups):
+            ax.bar([s + (i - (len(groups) - 1) / 2) * width for s in range(len(STATES))],
+                   [states[state][g] for state in STATES], width, label=f"{g} experts")
+        ax.set_xticks(range(len(STATES)), ["router", "rerouted", "oracle"])
+        ax.set_title(f"rule {domain}, cued as the other")
+    axes[0].set_ylabel("share of expert picks on the solution")
+    axes[-1].legend(fontsize=7)
+    fig.suptitle("demo-shift test: which domain's experts compute the answer")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def document(args, sweep_greedy: Path, sweep: dict[str, Path], chosen: list[str], test: dict, comparisons: dict,
+             diagnostics: dict, cfg: RerouteConfig) -> str:
+    lines = [f"Generated by `python recipes/demo_evidence.py --val {args.val} --test {args.test}`.", "",
+             f"### Sweep (`demo-shift` validation, {args.val} problems, `reroute`, greedy decoding)", "",
+             f"No rerouting (greedy): {accuracy(sweep_greedy):.3f}.", "", "| settings | accuracy |", "|---|---|"]
+    lines += [f"| `{key}` | {accuracy(path):.3f} |" for key, path in sweep.items()]
+    lines += ["", f"Chosen: `{' '.join(chosen)}` (lr {cfg.lr}, {cfg.steps} steps, select {cfg.select}, "
+              f"ratio {cfg.ratio}, interval {cfg.interval}).", ""]
     for task, runs in test.items():
-        lines += [f"## Test split: `{task}`", "", "| " + " | ".join(COLUMNS[1:]) + " |",
-                  "|" + "---|" * (len(COLUMNS) - 1)]
-        lines += ["| " + " | ".join(str(row[c]) for c in COLUMNS[1:]) + " |" for row in report_rows(runs)]
+        lines += [f"### Test: `{task}` ({args.test} problems)", "",
+                  "| run | accuracy | 95% CI | token-passes | FLOPs | seconds |", "|---|---|---|---|---|---|"]
+        for label, row in zip(runs, report_rows(list(runs.values()))):
+            lines.append(f"| {label} | {row['accuracy']} | {row['95% CI']} | {row['token-passes']} | "
+                         f"{row['FLOPs']} | {row['seconds']} |")
         lines.append("")
+    lines += ["### Paired tests (exact McNemar, two-sided)", "",
+              "| comparison | problems | accuracy | wins | losses | p |", "|---|---|---|---|---|---|"]
+    for name, r in comparisons.items():
+        lines.append(f"| {name} | {r['problems']} | {r['accuracy'][1]:.3f} vs {r['accuracy'][0]:.3f} | {r['wins']} | "
+                     f"{r['losses']} | {r['p']:.3g} |")
+    lines += ["", "### Diagnostics at the chosen setting", "",
+              "| task | oracle accuracy | state | context NLL | reference NLL | routing entropy |",
+              "|---|---|---|---|---|---|"]
+    for task, d in diagnostics.items():
+        for state in STATES:
+            s = d[state]
+            lines.append(f"| {task} | {d['oracle_accuracy']:.3f} | {state} | {s['context_nll']:.4f} | "
+                         f"{s['reference_nll']:.4f} | {s['entropy']:.3f} |")
+    lines += ["", "Share of expert picks over the reference solution's tokens landing in each domain's experts "
+              "(`demo-shift` test; rows: the rule the problem follows, its cue names the other rule of its pair):", "",
+              "| rule | state | " + " | ".join(f"{g} experts" for g in next(iter(diagnostics["demo-shift"]["usage"].values()))["none"]) + " |",
+              "|---|---|" + "---|" * 4]
+    for domain, states in diagnostics["demo-shift"]["usage"].items():
+        for state in STATES:
+            lines.append(f"| {domain} | {state} | " + " | ".join(f"{v:.2f}" for v in states[state].values()) + " |")
+    lines += ["", "![expert usage](img/evidence_routing.png)", "", "### Compute against accuracy (`demo-shift` test)", "",
+              "![curve](img/evidence_curve.png)", "", "Points and intervals: `docs/img/evidence_curve.csv`."]
     return "\n".join(lines)
 
 

@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from ttscale.demo import DEMO_MODEL
-from ttscale.demo.data import DOMAINS, SHOTS
-from ttscale.demo.task import DemoTask, held_out_questions
+from ttscale.demo.data import DOMAINS_ORDER, PARTNER, SHOTS, solved
+from ttscale.demo.task import DemoTask, held_out_inputs
+from ttscale.tasks.registry import TaskSettings, load_task
 from ttscale.routing.families import find_routers
 
 RECIPES = os.path.join(os.path.dirname(__file__), "..", "recipes")
@@ -19,38 +20,65 @@ RECIPES = os.path.join(os.path.dirname(__file__), "..", "recipes")
 def test_demo_grader_accepts_gold_solutions_and_rejects_perturbed_ones(shift):
     task = DemoTask(shift=shift)
     problems = task.load()
-    assert len(problems) == 200 and len({p.id for p in problems}) == 200
-    assert {p.meta["domain"] for p in problems} == ({"oct", "dup"} if shift else {"add", "rev", "sum"})
+    assert len(problems) == 400 and len({p.id for p in problems}) == 400
+    assert {p.meta["domain"] for p in problems} == set(DOMAINS_ORDER)
     for p in problems:
-        assert p.prompt.count("Q: ") == SHOTS + 1 and p.prompt.endswith("A:")
-        completion = f" {p.meta['solution']}\nQ: add 1 2\nA: 1+2=3; = 999"
+        assert p.meta["cue"] == (PARTNER[p.meta["domain"]] if shift else p.meta["domain"])
+        assert p.prompt.count(f"Q: {p.meta['cue']} ") == SHOTS + 1 and p.prompt.endswith("A:")
+        completion = f"{task.reference(p)}Q: add 1 2\nA: 1+2=3; = 999"
         assert task.grade(task.extract(completion, p), p)
         wrong = p.answer[:-1] + ("x" if p.answer[-1] != "x" else "y")
         assert not task.grade(task.extract(f" {p.meta['solution'].rsplit('= ', 1)[0]}= {wrong}", p), p)
     assert task.extract(" 3+4=7; no answer", problems[0]) is None
 
 
-def test_splits_differ_and_are_reproducible():
+def test_shift_changes_only_the_cues():
+    plain, shifted = DemoTask().load(), DemoTask(shift=True).load()
+    for a, b in zip(plain, shifted):
+        assert a.answer == b.answer and a.meta["solution"] == b.meta["solution"]
+        assert b.prompt == a.prompt.replace(f"Q: {a.meta['domain']} ", f"Q: {b.meta['cue']} ")
+
+
+def test_splits_and_seeds_differ_and_are_reproducible():
     test, validation = DemoTask(split="test").load(), DemoTask(split="validation").load()
+    fresh = DemoTask(seed=7).load()
     assert [p.prompt for p in test] == [p.prompt for p in DemoTask(split="test").load()]
-    assert not {p.meta["question"] for p in test} & {p.meta["question"] for p in validation}
+    assert [p.prompt for p in fresh] == [p.prompt for p in DemoTask(seed=7).load()]
+    inputs = [{p.meta["question"] for p in problems} for problems in (test, validation, fresh)]
+    assert not inputs[0] & inputs[1] and len(inputs[2] - inputs[0] - inputs[1]) > 390
+    assert fresh[0].id == "demo/seed7/0" and test[0].id == "demo/test/0"
     with pytest.raises(ValueError, match="splits"):
         DemoTask(split="train")
+
+
+@pytest.mark.parametrize("shots", [0, 1, 8])
+def test_shots_set_the_number_of_solved_examples(shots):
+    task = load_task("demo-shift", TaskSettings(shots=shots, seed=3))
+    for p in task.load(8):
+        assert p.prompt.count("Q: ") == shots + 1 and p.prompt.count("\nA: ") == shots
+    with pytest.raises(ValueError, match="task.shots"):
+        load_task("demo", TaskSettings(shots=17))
+    with pytest.raises(ValueError, match="task.seed"):
+        load_task("gsm8k", TaskSettings(seed=3))
 
 
 def test_domain_solutions_are_correct():
     import random
 
     rng = random.Random(0)
-    for _ in range(200):
-        question, solution = DOMAINS["add"](rng)
-        _, a, b = question.split()
-        assert solution.endswith(f"= {int(a) + int(b)}")
-        question, solution = DOMAINS["oct"](rng)
-        _, a, b = question.split()
-        assert solution.endswith(f"= {oct(int(a, 8) + int(b, 8))[2:]}")
-        question, solution = DOMAINS["dup"](rng)
-        assert solution.endswith("= " + "".join(c * 2 for c in reversed(question.split()[1])))
+    for _ in range(300):
+        for rule in DOMAINS_ORDER:
+            question, solution = solved(rule, rng)
+            cue, *given = question.split()
+            assert cue == rule
+            if rule in ("add", "oct"):
+                base = 10 if rule == "add" else 8
+                assert all(set(x) <= set("01234567") for x in given)
+                total = sum(int(x, base) for x in given)
+                assert solution.endswith("= " + (str(total) if base == 10 else oct(total)[2:]))
+            else:
+                repeat = 1 if rule == "rev" else 2
+                assert solution.endswith("= " + "".join(c * repeat for c in reversed(given[0])))
 
 
 def test_mini_training_run_is_deterministic_and_produces_a_loadable_moe(tmp_path):
@@ -70,25 +98,24 @@ def test_mini_training_run_is_deterministic_and_produces_a_loadable_moe(tmp_path
     assert backend.info.family == "olmoe" and json.loads((out / "training.json").read_text())["steps"] == 3
 
 
-def test_training_corpus_never_contains_held_out_questions():
+def test_training_corpus_never_contains_held_out_inputs():
     import random
-    import re
 
-    from ttscale.demo.data import training_sequence
+    from ttscale.demo.data import training_examples
 
-    held_out, rng = held_out_questions(), random.Random(0)
+    held_out, rng = held_out_inputs(), random.Random(0)
     assert len(held_out) > 700
-    seen = {q for _ in range(3000) for q in re.findall(r"Q: (.*)\n", training_sequence(rng, held_out))}
-    assert seen and not seen & held_out
+    inputs = [q.split(" ", 1)[1] for _ in range(3000) for _, q, _ in training_examples(rng, held_out)]
+    assert inputs and not set(inputs) & held_out
     rng = random.Random(0)
-    assert {q for _ in range(3000) for q in re.findall(r"Q: (.*)\n", training_sequence(rng, set()))} & held_out
+    assert {q.split(" ", 1)[1] for _ in range(3000) for _, q, _ in training_examples(rng, set())} & held_out
 
 
 def test_bundled_checkpoint_loads_offline_and_is_supported():
     from transformers import AutoModelForCausalLM
 
     assert DEMO_MODEL.is_dir(), "the demo checkpoint ships with the package"
-    assert sum(f.stat().st_size for f in DEMO_MODEL.iterdir()) <= 10 * 2 ** 20
+    assert sum(f.stat().st_size for f in DEMO_MODEL.iterdir()) <= 20 * 2 ** 20
     model = AutoModelForCausalLM.from_pretrained(DEMO_MODEL)
     assert {site.rule.family for site in find_routers(model)} == {"olmoe"}
 
@@ -100,3 +127,13 @@ def test_run_with_no_model_or_task_uses_the_embedded_default(tmp_path, cli):
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in records) == [f"demo/test/{i}" for i in range(5)]    # in the order they finish
     assert all(r["correct"] in (True, False) for r in records)
+
+
+def test_fresh_split_from_the_command_line(tmp_path, cli):
+    out = tmp_path / "fresh"
+    code, _, err = cli("run", "--task", "demo-shift", "--set", "task.seed=11", "--limit", "3", "--out", out)
+    assert code == 0, err
+    ids = sorted(json.loads(line)["id"] for line in (out / "records.jsonl").read_text().splitlines())
+    assert ids == [f"demo-shift/seed11/{i}" for i in range(3)]
+    code, _, err = cli("run", "--task", "gsm8k", "--set", "task.seed=11", "--limit", "3", "--out", tmp_path / "x")
+    assert code == 2 and "only the demo tasks" in err and not (tmp_path / "x").exists()

@@ -296,6 +296,21 @@ def report(
 
 
 @app.command()
+def compare(
+    baseline: Path = typer.Argument(..., help="Run directory of the baseline."),
+    other: Path = typer.Argument(..., help="Run directory compared with it, on the same problems."),
+) -> None:
+    """Paired comparison of two runs: wins, losses and the exact McNemar p-value over shared problems."""
+    from ttscale.report import paired
+
+    with user_errors():
+        r = paired(baseline, other)
+    print(f"{other.name} vs {baseline.name} on {r['problems']} problems: accuracy {r['accuracy'][1]:.3f} vs "
+          f"{r['accuracy'][0]:.3f}; {r['wins']} wins, {r['losses']} losses, {r['ties']} ties; "
+          f"exact McNemar p = {r['p']:.3g}")
+
+
+@app.command()
 def models(model: str = typer.Argument(..., help="Hub id, local directory, or demo (the bundled model).")) -> None:
     """Describe an MoE model from its config: family, MoE layers, experts, top-k, parameters, reroute support."""
     from ttscale.backends.hf import describe_model

@@ -159,6 +159,8 @@ def run_points(run: Path, x: str = "tokens") -> list[Point]:
         raise ValueError(f"{run}: no graded records")
     spec, _ = parse_spec(config["strategy"])
     label = config["strategy"] + (f"@{config['n']}" if config["n"] > 1 else "")
+    shots = config["settings"].get("task", {}).get("shots", -1)
+    label += f", {shots} shots" if shots != -1 else ""
     mean_x = float(np.mean([compute_of(r["compute"], x) for r in records]))
     if spec.search not in ("sc", "bon"):
         accuracy = [float(r["correct"]) for r in records]

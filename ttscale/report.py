@@ -1,9 +1,12 @@
-"""A table comparing finished runs: accuracy with its CI, compute and time per problem."""
+"""Comparing finished runs: a table of accuracy with its CI, compute and time per problem; and the paired
+test of two runs on the same problems."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
+
+from scipy.stats import binomtest
 
 from ttscale.curves import compute_of
 from ttscale.demo import model_name
@@ -35,3 +38,17 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(row[c]) for c in COLUMNS) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def paired(a: Path, b: Path) -> dict[str, Any]:
+    """Run `b` against run `a` on the problems both graded: `wins` (b right, a wrong), `losses` (the
+    reverse), `ties`, and the exact McNemar p-value (two-sided binomial test on the discordant pairs)."""
+    graded = [{r["id"]: r["correct"] for r in load_run(run)[1] if r["correct"] is not None} for run in (a, b)]
+    shared = graded[0].keys() & graded[1].keys()
+    if not shared:
+        raise ValueError(f"{a} and {b} share no graded problems, so they cannot be compared pairwise")
+    wins = sum(graded[1][i] and not graded[0][i] for i in shared)
+    losses = sum(graded[0][i] and not graded[1][i] for i in shared)
+    p = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    return {"problems": len(shared), "wins": wins, "losses": losses, "ties": len(shared) - wins - losses,
+            "accuracy": [sum(g[i] for i in shared) / len(shared) for g in graded], "p": p}

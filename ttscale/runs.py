@@ -186,8 +186,8 @@ def execute(cfg: RunConfig, out: Path, overwrite: bool = False, backend: Backend
             **backend_options: Any) -> dict[str, Any]:
     """A whole run: check the output directory, load the task and (unless given) the backend, solve, summarise.
     `progress(total, already_done)` makes the callback told of each finished record and the problems in flight."""
+    task = load_task(cfg.task, cfg.plan.settings["task"])     # bad task settings fail before OUT is made
     rundir = RunDir(out, cfg.as_dict(), overwrite)
-    task = load_task(cfg.task, cfg.plan.settings["task"])
     problems = task.load(cfg.limit)
     if not problems:
         raise ValueError(f"task {cfg.task} has no problems")

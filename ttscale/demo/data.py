@@ -1,14 +1,21 @@
-"""The demo testbed's synthetic domains: short step-by-step solutions an MoE can specialise on.
+"""The demo testbed's synthetic domains: pairs of rules with one surface form, told apart by a cue word.
 
-Each example is one line pair, `Q: <domain> <input>` then `A: <steps>; = <answer>`:
+Each example is one line pair, `Q: <cue> <input>` then `A: <steps>; = <answer>`:
 
-    Q: add 347 285
-    A: 7+5=12 c1; 4+8+1=13 c1; 3+2+1=6; = 632
+    Q: add 347 265                                Q: oct 347 265
+    A: 7+5=12 c1; 4+6+1=11 c1; 3+2+1=6; = 612     A: 7+5=14 c1; 4+6+1=13 c1; 3+2+1=6; = 634
 
-Common domains (`add`, `rev`, `sum`) make up most of the training corpus; rare ones (`oct`: the same
-addition in base 8; `dup`: reversal with every letter doubled) appear in 3 % of it each. A prompt is
-two solved examples of one domain followed by a question, so the shifted split's prompts carry
-in-context evidence of a domain the model saw rarely, which continuous rerouting can adapt to.
+Two pairs of domains share their questions' form and differ only in the rule: `add` (base 10) and `oct`
+(base 8) add the same kind of operands (digits 0-7), `rev` reverses a word and `dup` reverses it
+doubling every letter. In training the cue word always names the rule, every example of a sequence
+draws its own domain, and the router is taught to send each domain to its own group of experts
+(recipes/train_demo_model.py). So the model reads the rule from the cue alone, and the rule lives in
+which experts run.
+
+The shift: a prompt whose cue names the *partner* rule (`add` over octal solutions). The router's prior
+choice is then wrong, while the prompt's solved examples show the right computation: the situation
+continuous rerouting claims to fix, and one that in-context reading cannot, since the model was never
+taught to take a rule from other examples.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ import random
 from typing import Callable
 
 ALPHABET = list("0123456789abcdefghijklmnopqrstuvwxyzAQ +=;:\n")
-SHOTS = 2
+SHOTS = 3                                     # solved examples before the question in a demo prompt
+DOMAINS_ORDER = ("add", "oct", "rev", "dup")
+PARTNER = {"add": "oct", "oct": "add", "rev": "dup", "dup": "rev"}
 
 
 def _digits(n: int, base: int) -> list[int]:
@@ -29,78 +38,76 @@ def _digits(n: int, base: int) -> list[int]:
             return out
 
 
-def _number(rng: random.Random, base: int) -> int:
-    return rng.randrange(base, base ** rng.randint(2, 4))
-
-
-def _addition(rng: random.Random, base: int, keyword: str) -> tuple[str, str]:
-    a, b = _number(rng, base), _number(rng, base)
-    da, db = _digits(a, base), _digits(b, base)
-    steps, carry, result = [], 0, []
-    for i in range(max(len(da), len(db))):
-        x, y = (da[i] if i < len(da) else 0), (db[i] if i < len(db) else 0)
-        total = x + y + carry
-        term = f"{x}+{y}" + (f"+{carry}" if carry else "")
-        carry = total // base
-        steps.append(f"{term}={_to_base(total, base)}" + (" c1" if carry else ""))
-        result.append(total % base)
-    if carry:
-        result.append(carry)
-    answer = "".join(str(d) for d in reversed(result))
-    return f"{keyword} {_to_base(a, base)} {_to_base(b, base)}", "; ".join(steps) + f"; = {answer}"
-
-
 def _to_base(n: int, base: int) -> str:
     return "".join(str(d) for d in reversed(_digits(n, base)))
 
 
-def _word(rng: random.Random) -> str:
-    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 7)))
+def _operand(rng: random.Random) -> str:
+    """2-3 digits 0-7, no leading zero: a valid numeral in base 8 and base 10 alike."""
+    return str(rng.randint(1, 7)) + "".join(str(rng.randint(0, 7)) for _ in range(rng.randint(1, 2)))
 
 
-def _reverse(rng: random.Random, repeat: int, keyword: str) -> tuple[str, str]:
-    word = _word(rng)
-    letters = [c * repeat for c in reversed(word)]
-    return f"{keyword} {word}", " ".join(letters) + f"; = {''.join(letters)}"
+def _addition(base: int) -> Callable[[random.Random], tuple[str, str]]:
+    def solve(a: str, b: str) -> str:
+        da, db = [int(c) for c in reversed(a)], [int(c) for c in reversed(b)]
+        steps, carry, result = [], 0, []
+        for i in range(max(len(da), len(db))):
+            x, y = (da[i] if i < len(da) else 0), (db[i] if i < len(db) else 0)
+            total = x + y + carry
+            term = f"{x}+{y}" + (f"+{carry}" if carry else "")
+            carry = total // base
+            steps.append(f"{term}={_to_base(total, base)}" + (" c1" if carry else ""))
+            result.append(total % base)
+        if carry:
+            result.append(carry)
+        return "; ".join(steps) + f"; = {''.join(str(d) for d in reversed(result))}"
+
+    def draw(rng: random.Random) -> tuple[str, str]:
+        a, b = _operand(rng), _operand(rng)
+        return f"{a} {b}", solve(a, b)
+    return draw
 
 
-def _chain_sum(rng: random.Random) -> tuple[str, str]:
-    terms = [rng.randint(1, 30) for _ in range(rng.randint(3, 5))]
-    steps, total = [], terms[0]
-    for t in terms[1:]:
-        steps.append(f"{total}+{t}={total + t}")
-        total += t
-    return "sum " + " ".join(map(str, terms)), "; ".join(steps) + f"; = {total}"
+def _reversal(repeat: int) -> Callable[[random.Random], tuple[str, str]]:
+    def draw(rng: random.Random) -> tuple[str, str]:
+        word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 6)))
+        letters = [c * repeat for c in reversed(word)]
+        return word, " ".join(letters) + f"; = {''.join(letters)}"
+    return draw
 
 
-DOMAINS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
-    "add": lambda rng: _addition(rng, 10, "add"),
-    "rev": lambda rng: _reverse(rng, 1, "rev"),
-    "sum": _chain_sum,
-    "oct": lambda rng: _addition(rng, 8, "oct"),
-    "dup": lambda rng: _reverse(rng, 2, "dup"),
+# domain -> rng -> (input, solution); a question is "<cue> <input>"
+RULES: dict[str, Callable[[random.Random], tuple[str, str]]] = {
+    "add": _addition(10), "oct": _addition(8), "rev": _reversal(1), "dup": _reversal(2),
 }
-COMMON, RARE = ("add", "rev", "sum"), ("oct", "dup")
-TRAINING_MIX = {"add": 0.31, "rev": 0.31, "sum": 0.32, "oct": 0.03, "dup": 0.03}
 
 
 def example(question: str, solution: str) -> str:
     return f"Q: {question}\nA: {solution}\n"
 
 
-def prompt(domain: str, rng: random.Random) -> tuple[str, str, str]:
-    """A prompt (SHOTS solved examples and a question), its question and the question's solution."""
-    shots = [DOMAINS[domain](rng) for _ in range(SHOTS)]
-    question, solution = DOMAINS[domain](rng)
-    return "".join(example(q, s) for q, s in shots) + f"Q: {question}\nA:", question, solution
+def solved(rule: str, rng: random.Random, cue: str | None = None) -> tuple[str, str]:
+    """One (question, solution) of `rule`, its question cued `cue` (default: the rule's own name)."""
+    given, solution = RULES[rule](rng)
+    return f"{cue or rule} {given}", solution
 
 
-def training_sequence(rng: random.Random, exclude: set[str]) -> str:
-    """SHOTS + 1 solved examples of one domain drawn from the training mix, avoiding held-out questions."""
-    domain = rng.choices(list(TRAINING_MIX), weights=list(TRAINING_MIX.values()))[0]
-    parts = []
-    while len(parts) < SHOTS + 1:
-        question, solution = DOMAINS[domain](rng)
-        if question not in exclude:
-            parts.append(example(question, solution))
-    return "".join(parts)
+def prompt(rule: str, rng: random.Random, shots: int = SHOTS, shift: bool = False) -> tuple[str, str, str]:
+    """A prompt (`shots` solved examples and a question, all of `rule`), its question and the question's
+    solution. With `shift`, every cue names the partner rule."""
+    cue = PARTNER[rule] if shift else rule
+    examples = [solved(rule, rng, cue) for _ in range(shots + 1)]
+    question, solution = examples[-1]
+    return "".join(example(q, s) for q, s in examples[:-1]) + f"Q: {question}\nA:", question, solution
+
+
+def training_examples(rng: random.Random, exclude: set[str], count: int = SHOTS + 1) -> list[tuple[str, str, str]]:
+    """`count` (domain, question, solution) triples, each of a uniformly drawn domain and cued truthfully,
+    whose inputs (the question without its cue) are not in `exclude`."""
+    out = []
+    while len(out) < count:
+        rule = rng.choice(DOMAINS_ORDER)
+        question, solution = solved(rule, rng)
+        if question.split(" ", 1)[1] not in exclude:
+            out.append((rule, question, solution))
+    return out

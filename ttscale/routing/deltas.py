@@ -23,6 +23,7 @@ class RoutingRecord:
     """Per-slot, per-token routing statistics from one recorded forward, as `[B, T]` tensors."""
     chosen_nll: dict[int, Tensor] = field(default_factory=dict)   # -(1/k) sum log p(chosen expert)
     entropy: dict[int, Tensor] = field(default_factory=dict)      # entropy of the router distribution
+    chosen: dict[int, Tensor] = field(default_factory=dict)       # [B, T, k]: the experts picked
 
     def per_row(self, mask: Tensor) -> tuple[Tensor, Tensor]:
         """`[B, L]` means over each row's valid tokens (`mask` is `[B, T]`): confidence score C and entropy."""
@@ -110,3 +111,4 @@ def _observe(table: DeltaTable, slot: int, probs: Tensor, indices: Tensor) -> No
     logp = probs.clamp_min(1e-30).log()
     table.record.chosen_nll[slot] = -logp.gather(1, indices).mean(-1).view(batch, -1)
     table.record.entropy[slot] = -(probs * logp).sum(-1).view(batch, -1)
+    table.record.chosen[slot] = indices.view(batch, -1, indices.shape[-1])

@@ -17,19 +17,24 @@ DEMO_TASKS = ("demo", "demo-shift")
 
 @dataclass
 class TaskSettings:
-    shots: int = 0          # solved examples before each problem (k-shot; benchmark tasks)
+    shots: int = -1         # solved examples before each problem; -1: the task's own (0; demo tasks: 3)
     split: str = "test"     # test | validation (demo tasks; benchmarks have only their test split)
+    seed: int = -1          # demo tasks: generate the problems from this seed; -1: the split's fixed seed
 
 
 def load_task(name_or_file: str, settings: TaskSettings | None = None) -> Task:
     settings = settings or TaskSettings()
     if name_or_file in DEMO_TASKS:
         from ttscale.demo.task import DemoTask
-        return DemoTask(shift=name_or_file == "demo-shift", split=settings.split)
+        return DemoTask(shift=name_or_file == "demo-shift", split=settings.split,
+                        shots=None if settings.shots == -1 else settings.shots,
+                        seed=None if settings.seed == -1 else settings.seed)
     if settings.split != "test":
         raise ValueError(f"task.split={settings.split!r}: only the demo tasks have a validation split")
+    if settings.seed != -1:
+        raise ValueError(f"task.seed={settings.seed}: only the demo tasks are generated from a seed")
     if name_or_file in TASKS:
-        return TASKS[name_or_file](shots=settings.shots)
+        return TASKS[name_or_file](shots=0 if settings.shots == -1 else settings.shots)
     if name_or_file.endswith(".jsonl") or Path(name_or_file).is_file():
         return JsonlTask(name_or_file)
     from ttscale.spec import suggest
