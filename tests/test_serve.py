@@ -185,7 +185,7 @@ def _tokens(text):
     return len(AutoTokenizer.from_pretrained(DEMO_MODEL)(text).input_ids)
 
 
-LONG, NEARLY = "Q: add 1 2\n" * 60, "Q: add 1 2\n" * 45
+LONG, NEARLY = "Q: add 1 2\n" * 200, "Q: add 1 2\n" * 185
 BAD = [
     ({"ttscale": {"strategy": "reroute+scc"}}, _cli_message(strategy="reroute+scc")),
     ({"model": "nonsense@2"}, _cli_message(strategy="nonsense", n=2)),
@@ -204,9 +204,9 @@ BAD = [
     ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content must be a string or a list of text parts"),
     ({"stop": 5}, "stop must be a non-empty string or a list of them"),
     ({"messages": [{"role": "user", "content": LONG}], "max_tokens": 4},
-     f"prompt of {_tokens(LONG)} tokens is longer than the model's context (512 tokens, generation included)"),
+     f"prompt of {_tokens(LONG)} tokens is longer than the model's context (2048 tokens, generation included)"),
     ({"messages": [{"role": "user", "content": NEARLY}], "max_tokens": 64},
-     f"prompt of {_tokens(NEARLY)} tokens plus max_tokens 64 is longer than the model's context (512 tokens)"),
+     f"prompt of {_tokens(NEARLY)} tokens plus max_tokens 64 is longer than the model's context (2048 tokens)"),
 ]
 
 
