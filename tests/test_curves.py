@@ -78,6 +78,9 @@ def test_curve_and_report_write_their_files(tmp_path):
     assert "| sc | reroute+sc | 2 |" in table and "| greedy | greedy | 1 |" in table
     with pytest.raises(ValueError, match="no summary.json"):
         report_rows([tmp_path])
+    write_curve([pooled, single], tmp_path / "named.png", labels=["rerouted, tuned", "baseline"])
+    rows = list(csv.DictReader((tmp_path / "named.csv").open()))
+    assert [r["strategy"] for r in rows] == ["rerouted, tuned"] * 2 + ["baseline"]
 
 
 def test_pooled_reroute_curve_at_n1_costs_what_a_reroute_run_costs(tmp_path):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import comb
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -175,7 +175,7 @@ def run_points(run: Path, x: str = "tokens") -> list[Point]:
     return points
 
 
-def write_curve(runs: Sequence[Path], out: Path, x: str = "tokens") -> list[Point]:
+def write_curve(runs: Sequence[Path], out: Path, x: str = "tokens", labels: Sequence[str] | None = None) -> list[Point]:
     """Plot every run's points to OUT.png and OUT.svg, and write OUT.csv beside them."""
     import matplotlib
     matplotlib.use("Agg")
@@ -184,6 +184,8 @@ def write_curve(runs: Sequence[Path], out: Path, x: str = "tokens") -> list[Poin
     if x not in X_AXES:
         raise ValueError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
     per_run = [run_points(r, x) for r in runs]
+    if labels is not None:                       # the caller's names, e.g. for runs of one spec with other settings
+        per_run = [[replace(p, label=label) for p in points] for label, points in zip(labels, per_run)]
     stem = Path(out).with_suffix("")
     for suffix in (".png", ".svg", ".csv"):
         check_writable(stem.with_suffix(suffix), "--out")
