@@ -1,6 +1,9 @@
 """Measure what continuous rerouting does on the demo testbed, and write the results into docs/evidence.md.
 
-    python recipes/demo_evidence.py                   # about 40 minutes on 2 CPU cores
+    python recipes/demo_evidence.py      # 2 CPU cores: about 70 min with --rsc 200 --diag 100, more with the defaults
+
+Stop it with Ctrl-C (which reaches its worker processes too); a SIGTERM to the parent alone leaves the
+workers finishing their queued runs.
 
 1. Sweep on `demo-shift` *validation* (VAL problems, `reroute`, greedy decoding): learning rate x steps
    with every layer adapted, then layer selection at the best of those, then a shorter interval. The
