@@ -122,7 +122,10 @@ def test_ctrl_c_writes_a_partial_summary_and_the_same_command_resumes(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "ttscale", "run", "--strategy", "sc", "--n", "2", "--concurrency", "1",
             "--limit", "30", "--out", str(out)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a runner started in the background by a non-interactive shell (`cmd &`) passes SIGINT on as ignored,
+    # and Python then never raises KeyboardInterrupt: give the child the default disposition, as a terminal would
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     records, deadline = out / "records.jsonl", time.time() + 300
     while time.time() < deadline and not (records.exists() and records.read_text().count("\n") >= 2):
         time.sleep(0.05)
