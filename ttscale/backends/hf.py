@@ -66,8 +66,9 @@ class _Kept:
 class HFBackend(ChatBranches):
     joins = True        # extend_requests takes `refill`: rows of other problems join a running batch
     def __init__(self, model: str, device: str | None = None, dtype: str | None = None, batch_size: int = 32,
-                 experts_implementation: str | None = None, decode: str = "auto"):
-        """Load a hub id or local directory (cuda when available, bf16 there; else cpu and fp32)."""
+                 experts_implementation: str | None = None, decode: str = "auto", solo_contexts: bool | None = None):
+        """Load a hub id or local directory (cuda when available, bf16 there; else cpu and fp32). `solo_contexts`
+        (default: on CPU) runs every forward over whole contexts one context at a time (see `SoloContexts`)."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
         options = {"experts_implementation": experts_implementation} if experts_implementation else {}
@@ -79,17 +80,17 @@ class HFBackend(ChatBranches):
             loaded = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **options, **hub)
         except (OSError, ValueError) as e:
             raise load_error(model, "model", e) from None
-        self._attach(loaded.to(device), tokenizer, batch_size, model, decode)
+        self._attach(loaded.to(device), tokenizer, batch_size, model, decode, solo_contexts)
 
     @classmethod
     def from_model(cls, model, tokenizer, batch_size: int = 32, name: str = "in-memory",
-                   decode: str = "auto") -> HFBackend:
+                   decode: str = "auto", solo_contexts: bool | None = None) -> HFBackend:
         """A backend over a model already built (benchmarks, notebooks)."""
         backend = cls.__new__(cls)
-        backend._attach(model, tokenizer, batch_size, name, decode)
+        backend._attach(model, tokenizer, batch_size, name, decode, solo_contexts)
         return backend
 
-    def _attach(self, model, tokenizer, batch_size: int, name: str, decode: str) -> None:
+    def _attach(self, model, tokenizer, batch_size: int, name: str, decode: str, solo_contexts: bool | None) -> None:
         self.model = model.eval().requires_grad_(False)
         self.tokenizer, self.batch_size, self.name = tokenizer, batch_size, name
         self.device = next(model.parameters()).device
@@ -101,6 +102,7 @@ class HFBackend(ChatBranches):
             torch.set_num_threads(1)   # see SMALL_MODEL
         self._kept: _Kept | None = None
         self.decode = _decode_mode(decode, self.device, model)
+        self.solo_contexts = self.device.type == "cpu" if solo_contexts is None else solo_contexts
         self.static = None if self.decode == "dynamic" else StaticKV(
             model, _compile_options(self.device) if self.decode == "compiled" else None)
 
@@ -202,7 +204,7 @@ class HFBackend(ChatBranches):
     @torch.no_grad()
     def score(self, branches: Sequence[Branch], start: int | None = None) -> list[list[float]]:
         scores = []
-        for chunk in _chunks(branches, self.batch_size):
+        for chunk in _chunks(branches, self._context_batch):
             ids, mask = self._batch(chunk)
             self.table.load(self._stacked(chunk).delta)
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
@@ -217,7 +219,7 @@ class HFBackend(ChatBranches):
         return scores
 
     def adapt(self, branches: Sequence[Branch], cfg: RerouteConfig) -> list[Branch]:
-        for chunk in _chunks(branches, self.batch_size):
+        for chunk in _chunks(branches, self._context_batch):
             ids, mask = self._batch(chunk)
             state = self._stacked(chunk)
             start = time.perf_counter()
@@ -236,7 +238,29 @@ class HFBackend(ChatBranches):
                 b.compute.attention_pairs_backward += pairs
         return list(branches)
 
+    @property
+    def _context_batch(self) -> int:
+        """Contexts per forward when a whole context runs (prefill, adaptation, scoring)."""
+        return 1 if self.solo_contexts else self.batch_size
+
     def _prefill(self, rows: list[Branch], static: bool, new_tokens: int) -> DynamicRun | StaticRun:
+        """A run over the rows, prefilled together (static) or one context at a time (`solo_contexts`) and joined."""
+        if static and self.static is not None or not self.solo_contexts or len(rows) == 1:
+            return self._prefill_batch(rows, static, new_tokens)
+        deltas = self._stacked(rows).delta
+        run = None
+        for row, b in enumerate(rows):
+            self.table.load(deltas[row:row + 1])
+            fresh = self._prefill_batch([b], static=False, new_tokens=new_tokens)
+            if run is None:
+                run, logits = fresh, [fresh.logits]
+            else:
+                run.join(fresh, deltas[:row + 1])
+                logits.append(fresh.logits)
+        run.logits = torch.cat(logits)
+        return run
+
+    def _prefill_batch(self, rows: list[Branch], static: bool, new_tokens: int) -> DynamicRun | StaticRun:
         ids, mask = self._batch(rows)
         self.table.record = RoutingRecord()
         try:
