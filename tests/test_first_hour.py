@@ -207,4 +207,4 @@ def test_warnings_during_a_run_are_shown_once_after_the_bar(capsys, tmp_path):
             warnings.warn("old api", FutureWarning)
             advance({"correct": True}, 0)
     err = capsys.readouterr().err
-    assert err.count("FutureWarning: old api") == 1 and err.startswith("warning: ")
+    assert err.count("FutureWarning: old api") == 1 and err.splitlines()[-1].startswith("warning: ")

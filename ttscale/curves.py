@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from scipy.stats import bootstrap
 
 from ttscale.aggregate import vote_weights
 from ttscale.rundir import check_writable, load_run
@@ -124,6 +123,8 @@ def _budgets(N: int) -> list[int]:
 
 
 def _ci(values: Sequence[float], seed: int = 0) -> tuple[float, float]:
+    from scipy.stats import bootstrap
+
     data = np.asarray(values, dtype=float)
     if len(data) < 2 or np.all(data == data[0]):
         return float(data.mean()), float(data.mean())

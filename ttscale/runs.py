@@ -3,6 +3,7 @@ its problem finishes (in any order), write `OUT/summary.json` (in problem order)
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from dataclasses import dataclass, field
@@ -10,8 +11,6 @@ from importlib import metadata
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, ContextManager, Iterator
-
-from scipy.stats import binomtest
 
 from ttscale import ledger
 from ttscale.backends import load_backend
@@ -24,6 +23,7 @@ from ttscale.strategy import Strategy
 from ttscale.tasks import load_task
 from ttscale.tasks.base import Problem, Task
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class RunConfig:
@@ -37,6 +37,9 @@ class RunConfig:
     overrides: list[str] = field(default_factory=list)
     save_deltas: bool = False
     concurrency: int | None = None     # problems in flight; None: as many as fill the batch
+    # filled in by `execute` once known: where the problems came from, and where and how the model ran
+    task_source: str | None = None
+    backend_settings: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
@@ -47,7 +50,8 @@ class RunConfig:
         self.plan.concurrency(1, self.concurrency)                                # and on settings that clash
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "plan"}
+        out = {k: v for k, v in self.__dict__.items()
+               if k != "plan" and not (k in ("task_source", "backend_settings") and v is None)}
         out["settings"] = {name: dict(value.__dict__) for name, value in self.plan.settings.items()}
         return out
 
@@ -117,6 +121,8 @@ def sample_record(b: Branch, answer: str | None, backend: Backend, save_deltas: 
 
 
 def summarise(records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
+    from scipy.stats import binomtest
+
     graded = [r["correct"] for r in records if r["correct"] is not None]
     accuracy, ci = None, None
     if graded:
@@ -185,17 +191,33 @@ def execute(cfg: RunConfig, out: Path, overwrite: bool = False, backend: Backend
             progress: Callable[[int, int], ContextManager[Callable[[dict[str, Any], int], None]]] | None = None,
             **backend_options: Any) -> dict[str, Any]:
     """A whole run: check the output directory, load the task and (unless given) the backend, solve, summarise.
-    `progress(total, already_done)` makes the callback told of each finished record and the problems in flight."""
-    task = load_task(cfg.task, cfg.plan.settings["task"])     # bad task settings fail before OUT is made
+    Nothing is written to `out` until the problems and the backend are loaded, so a run that cannot start
+    leaves no files. `progress(total, already_done)` makes the callback told of each finished record and
+    the problems in flight."""
+    task = load_task(cfg.task, cfg.plan.settings["task"])     # bad task settings fail before OUT is checked
     rundir = RunDir(out, cfg.as_dict(), overwrite)
     problems = task.load(cfg.limit)
     if not problems:
         raise ValueError(f"task {cfg.task} has no problems")
+    cfg.task_source = getattr(task, "source", None)
+    _say_where_problems_come_from(cfg, len(problems))
     backend = backend or load_backend(cfg.backend, cfg.model, **backend_options)
+    cfg.backend_settings = getattr(backend, "describe", lambda: {"backend": cfg.backend})()
+    rundir.start(cfg.as_dict())
     wanted = {p.id for p in problems}
     already = sum(r["id"] in wanted for r in rundir.records())
     with (progress or _silent)(len(problems), already) as advance:
         return run(problems, task, backend, cfg, rundir, advance)
+
+
+def _say_where_problems_come_from(cfg: RunConfig, count: int) -> None:
+    """A warning when a benchmark fell back to its small offline fixture, or has fewer problems than asked."""
+    source = cfg.task_source or ""
+    if source.startswith("fixtures:"):
+        log.warning(f"task {cfg.task}: the hub and packaged data are not available here, so this run uses the "
+                    f"{count}-problem offline fixture ({source}); results are not comparable with the full benchmark")
+    if cfg.limit is not None and count < cfg.limit:
+        log.warning(f"--limit {cfg.limit}: task {cfg.task} has {count} problems here ({source or 'its own'})")
 
 
 @contextmanager

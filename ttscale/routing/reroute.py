@@ -13,7 +13,7 @@ update are selected (PAPER.md 1.2). Later steps let gradient flow only into sele
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,39 +21,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ttscale.branch import DeltaState
+from ttscale.routing.config import SELECTIONS, RerouteConfig  # noqa: F401  (re-exported)
 from ttscale.routing.deltas import DeltaTable, RoutingRecord
 
-SELECTIONS = ("uncertain", "confident", "all", "soft")
 _BETAS, _EPS = (0.9, 0.999), 1e-8
-
-
-@dataclass
-class RerouteConfig:
-    lr: float = 0.05
-    steps: int = 5
-    interval: int = 128                # generated tokens between adaptations
-    ratio: float = 0.25                # share of MoE layers adapted (hard selections)
-    select: str = "confident"          # confident | uncertain | all | soft (docs/evidence.md)
-    optimizer: str = "adam"            # adam | sgd
-    kv: str = "recompute"              # recompute | keep: the KV cache after an adaptation
-    keep_optimizer: bool = False       # carry Adam's moments across phases
-    adapter: str = "auto"              # sglang backend: hf (gradient, on a local transformers copy) | spsa | auto
-
-    def __post_init__(self):
-        checks = {
-            "lr": self.lr > 0, "steps": self.steps >= 1, "interval": self.interval >= 1,
-            "ratio": 0 < self.ratio <= 1, "select": self.select in SELECTIONS,
-            "optimizer": self.optimizer in ("adam", "sgd"), "kv": self.kv in ("recompute", "keep"),
-            "adapter": self.adapter in ("auto", "hf", "spsa"),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid reroute setting {bad[0]}={getattr(self, bad[0])!r} "
-                             f"(select: {'|'.join(SELECTIONS)}; optimizer: adam|sgd; kv: recompute|keep; adapter: auto|hf|spsa)")
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 @dataclass
