@@ -115,6 +115,17 @@ def _check(section: str, key: str, known: dict[str, type], where: str) -> None:
                          + suggest(f"{section}.{key}", [f"{section}.{n}" for n in names]))
 
 
+def check_override(item: str, where: str = "--set") -> tuple[str, str, str]:
+    """A `section.key=value` item's section, key and raw value; an unknown section or key is an error
+    naming `where` it came from."""
+    key, eq, raw = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not eq or not dot:
+        raise ValueError(f"{where} expects section.key=value, got {item!r}")
+    _check(section, name, sections(), where)
+    return section, name, raw
+
+
 def resolve_settings(spec: Spec, overrides: Iterable[str] = (), named: dict[str, Any] | None = None,
                      directory: Path | None = None) -> dict[str, Any]:
     """Every section's dataclass, with presets and overrides applied in order."""
@@ -131,11 +142,7 @@ def resolve_settings(spec: Spec, overrides: Iterable[str] = (), named: dict[str,
                 _check(section, key, known, where)
                 values[section][key] = value
     for item in overrides:
-        key, eq, raw = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not eq or not dot:
-            raise ValueError(f"--set expects section.key=value, got {item!r}")
-        _check(section, name, known, "--set")
+        section, name, raw = check_override(item)
         values[section][name] = _value(raw.lstrip())      # trailing spaces kept: `task.extract=after:= `
     settings = {s: replace(cls(), **{k: _typed(s, cls(), k, v) for k, v in values[s].items()})
                 for s, cls in known.items()}
