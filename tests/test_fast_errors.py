@@ -3,6 +3,7 @@ a run says where its problems came from and records where the model ran."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -147,3 +148,32 @@ def test_offline_benchmark_fixture_and_short_limit_are_said(cli, tmp_path, monke
     assert "20-problem offline fixture (fixtures:gsm8k)" in err and "--limit 50: task gsm8k has 20 problems" in err
     summary = json.loads((tmp_path / "g" / "summary.json").read_text())
     assert summary["problems"] == 20 and summary["config"]["task_source"] == "fixtures:gsm8k"
+
+
+def test_report_fits_the_terminal(finished):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    (greedy, _), (sc, _) = finished
+    parent, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 90, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, "-m", "ttscale", "report", str(greedy), str(sc)], stdout=child,
+                            stderr=child, env=env)
+    os.close(child)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(parent, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(120) == 0
+    text = re.sub(r"\x1b\[[0-9;]*m", "", output.decode())         # colours are not columns
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines and max(len(line) for line in lines) <= 90, text
+    assert "…" not in text and "0.000-" in text, text              # cells wrap; nothing is cut

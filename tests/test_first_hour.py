@@ -208,3 +208,23 @@ def test_warnings_during_a_run_are_shown_once_after_the_bar(capsys, tmp_path):
             advance({"correct": True}, 0)
     err = capsys.readouterr().err
     assert err.count("FutureWarning: old api") == 1 and err.splitlines()[-1].startswith("warning: ")
+
+
+# --- help screens, version, presets ------------------------------------------------------------
+
+def test_version_and_help_screens_without_bool_hints():
+    from ttscale import __version__
+
+    code, out, _ = invoke("--version")
+    assert code == 0 and out.strip() == f"ttscale {__version__}"
+    for command in ([], ["run"], ["serve"], ["report"], ["bench"]):
+        code, out, _ = invoke(*command, "--help")
+        assert code == 0 and "<bool>" not in out and "--help" in out, out
+    assert "SECTION.KEY=VALUE" in invoke("run", "--help")[1]
+
+
+def test_strategies_shows_what_a_preset_sets():
+    code, out, _ = invoke("strategies")
+    row = next(line for line in out.splitlines() if "reroute-testbed" in line)
+    assert code == 0 and "preset of reroute" in row and "reroute.lr = 0.2" in row
+    assert "reroute.steps = 20" in out and "task.extract = ''" in out

@@ -306,8 +306,10 @@ def strategies() -> None:
                        *((s, "search") for s in SEARCHES)]:
         settings = resolve_settings(parse_spec(name if name in (*GENERATORS, *SEARCHES) else "greedy")[0])[name]
         table.add_row(name, kind, "\n".join(f"{name}.{k} = {v!r}" for k, v in settings.__dict__.items()) or "-")
-    for name, spec in named_presets().items():
-        table.add_row(name, "preset", spec)
+    for name, spec in named_presets().items():             # a preset: its spec, then what it sets over the defaults
+        tables = parse_spec(name)[1]
+        lines = [f"{section}.{k} = {v!r}" for section, values in tables.items() for k, v in values.items()]
+        table.add_row(name, f"preset of {spec}", "\n".join(lines) or "-")
     Console().print(table)
 
 
@@ -333,7 +335,7 @@ def report(
     markdown: Optional[Path] = typer.Option(None, help="Also write the table as Markdown to this file."),
 ) -> None:
     """Compare runs: accuracy with its 95% CI, compute and time per problem."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from ttscale.report import COLUMNS, markdown as to_markdown, report_rows
     from ttscale.rundir import check_writable, write_text
@@ -342,10 +344,10 @@ def report(
         if markdown:
             check_writable(markdown, "--markdown")
         rows = report_rows(runs)
-    table = Table(*COLUMNS)
+    table = Table(*(Column(c, overflow="fold") for c in COLUMNS))   # narrow terminals wrap cells, cut nothing
     for row in rows:
         table.add_row(*(str(row[c]) for c in COLUMNS))
-    Console(width=200).print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)     # a pipe or a file gets the whole table
     if markdown:
         with user_errors():
             write_text(markdown, to_markdown(rows), "--markdown")
