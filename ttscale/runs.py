@@ -129,7 +129,7 @@ def summarise(records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
         hits = sum(graded)
         accuracy = hits / len(graded)
         interval = binomtest(hits, len(graded)).proportion_ci(confidence_level=0.95, method="wilson")
-        ci = [interval.low, interval.high]
+        ci = [float(interval.low), float(interval.high)]
     return {"accuracy": accuracy, "ci95": ci, "problems": len(records), "ids": [r["id"] for r in records],
             "graded": len(graded),
             "mean_compute": _mean([r["compute"] for r in records]), "config": cfg.as_dict(), "versions": _versions()}
