@@ -177,3 +177,23 @@ def test_report_fits_the_terminal(finished):
     lines = [line for line in text.splitlines() if line.strip()]
     assert lines and max(len(line) for line in lines) <= 90, text
     assert "…" not in text and "0.000-" in text, text              # cells wrap; nothing is cut
+
+
+def test_a_code_task_without_bubblewrap_says_so_at_the_start(tmp_path):
+    import shutil
+
+    tools = {name: shutil.which(name) for name in ("prlimit", "setpriv", "unshare", "sh")}
+    if not tools["prlimit"]:
+        pytest.skip("the sandbox needs prlimit")
+    bin_dir = tmp_path / "bin"                   # this machine's tools, bubblewrap left out
+    bin_dir.mkdir()
+    for name, path in tools.items():
+        if path:
+            (bin_dir / name).symlink_to(path)
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"id": "HumanEval/0", "completion": "    return False\n"}) + "\n")
+    done = subprocess.run([sys.executable, "-m", "ttscale", "grade", "--task", "humaneval", "--answers", str(answers)],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PATH=str(bin_dir), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr
+    assert "warning: bubblewrap (bwrap) is not usable here: generated code runs under" in done.stderr, done.stderr
