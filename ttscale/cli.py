@@ -89,7 +89,7 @@ def parse_concurrency(text: str) -> int | None:
     return value
 
 
-TASK_HELP = ("demo, demo-shift, gsm8k, math500, humaneval, mbpp, mmlu, arc, or a JSONL file of "
+TASK_HELP = ("demo, demo-shift, demo-mix, gsm8k, math500, humaneval, mbpp, mmlu, arc, or a JSONL file of "
              "{id, prompt, answer}")
 
 
@@ -375,6 +375,11 @@ def bench(
     for d in result["decode"]:
         table.add_row(f"decode, batch {d['batch']}", f"{d['tok_s']:.0f} tok/s = {d['tok_s'] / d['floor_tok_s']:.1%} "
                       f"of the {d['floor_tok_s']:.0f} tok/s floor")
+    for r in result["adapt_savings"]:
+        detail = (f", max delta difference {r['max_delta_diff']:.1e}" if "max_delta_diff" in r
+                  else f", {r['steps_run']} of 5 steps")
+        table.add_row(f"adaptation phase, select={r['select']} (lowest layer {r['lowest_layer']}): {r['saving']}",
+                      f"{r['seconds'] * 1000:.1f} ms = {r['speedup']:.2f}x{detail}")
     for batch in (1, 8):
         table.add_row(f"adaptation step, batch {batch}, {prompt_tokens} tokens",
                       f"{result[f'adapt_step_s_batch{batch}'] * 1000:.1f} ms")

@@ -25,6 +25,7 @@ class ModelInfo:
     vocab_size: int
     attention_flops_per_pair: int    # QK^T and AV FLOPs of one (query, key) pair, all layers
     context_length: int | None = None  # most tokens (prompt + generated) a branch may hold; None: no limit
+    layer_params: int = 0            # mean active parameters of one decoder layer (adaptation skips the lowest)
 
 
 @dataclass

@@ -23,12 +23,12 @@ from ttscale.backends.base import (ChatBranches, ExtendRequest, ModelInfo, at_le
                                    runnable)
 from ttscale.backends.kv import DynamicRun, StaticKV, StaticRun, supports_static
 from ttscale.backends.sampling import Sampling, sample, uniform
-from ttscale.branch import Branch, Cycle, DeltaState
+from ttscale.branch import Branch, Compute, Cycle, DeltaState
 from ttscale.demo import resolve_model
 from ttscale.hub import load_error, load_options
 from ttscale.routing.deltas import DeltaTable, RoutingRecord
 from ttscale.routing.families import UnsupportedModelError
-from ttscale.routing.reroute import RerouteConfig, adapt_rows
+from ttscale.routing.reroute import RerouteConfig, adapt_rows, decoder_layers
 
 
 @dataclass
@@ -228,14 +228,14 @@ class HFBackend(ChatBranches):
             _share(chunk, "adapt", time.perf_counter() - start)
             for row, b in enumerate(chunk):
                 b.delta = DeltaState(*(part[row].clone() for part in state.tensors()))
-                layers = [self.table.layers[s] for s in result.slots[row].nonzero().flatten().tolist()]
-                b.cycles.append(Cycle(at_token=len(b.generated), layers=layers, losses=result.losses[row].tolist(),
-                                      entropy_before=float(result.entropy[row])))
-                passes, pairs = len(b.tokens) * cfg.steps, _triangle(len(b.tokens)) * cfg.steps
-                b.compute.adapt_forward_tokens += passes
-                b.compute.adapt_backward_tokens += passes
-                b.compute.attention_pairs_forward += pairs
-                b.compute.attention_pairs_backward += pairs
+                guard = result.guard[row] if result.guard else None
+                kept = guard is None or guard.accepted
+                layers = [self.table.layers[s] for s in result.slots[row].nonzero().flatten().tolist()] if kept else []
+                b.cycles.append(Cycle(at_token=len(b.generated), layers=layers, losses=result.losses[row],
+                                      entropy_before=float(result.entropy[row]),
+                                      guard=None if guard is None else guard.as_dict()))
+                charge_adaptation(b.compute, len(b.tokens), int(result.forwards[row]), int(result.backwards[row]),
+                                  int(result.skipped_forward[row]), int(result.skipped_backward[row]))
         return list(branches)
 
     @property
@@ -361,6 +361,20 @@ def describe_model(model: str) -> tuple[ModelInfo | None, str | None]:
         return None, str(e)
 
 
+def charge_adaptation(c: Compute, tokens: int, forwards: int, backwards: int, skipped_forward: int,
+                      skipped_backward: int) -> None:
+    """What adaptation passes over a context of `tokens` cost; `skipped_*`: decoder layers not run, summed over
+    those passes."""
+    c.adapt_forward_tokens += tokens * forwards
+    c.adapt_backward_tokens += tokens * backwards
+    c.attention_pairs_forward += _triangle(tokens) * forwards
+    c.attention_pairs_backward += _triangle(tokens) * backwards
+    c.skipped_layer_tokens_forward += tokens * skipped_forward
+    c.skipped_layer_tokens_backward += tokens * skipped_backward
+    c.skipped_layer_pairs_forward += _triangle(tokens) * skipped_forward
+    c.skipped_layer_pairs_backward += _triangle(tokens) * skipped_backward
+
+
 def _triangle(n: int) -> int:
     """(query, key) pairs of causal attention over n tokens."""
     return n * (n + 1) // 2
@@ -396,9 +410,11 @@ def model_info(model, table: DeltaTable) -> ModelInfo:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     qk_dim = getattr(config, "qk_head_dim", None) or head_dim
     v_dim = getattr(config, "v_head_dim", None) or head_dim
+    layers = sum(p.numel() for p in decoder_layers(model, table).parameters())
+    layer_params = (layers - routed * (n_experts - top_k) // n_experts) // config.num_hidden_layers
     return ModelInfo(family=table.family, n_layers=config.num_hidden_layers, moe_layers=tuple(table.layers),
                      n_experts=n_experts, top_k=top_k, total_params=total,
                      active_params=total - routed * (n_experts - top_k) // n_experts, routed_expert_params=routed,
                      embedding_params=0 if embedding is head else embedding.numel(), vocab_size=config.vocab_size,
                      attention_flops_per_pair=2 * heads * (qk_dim + v_dim) * config.num_hidden_layers,
-                     context_length=getattr(config, "max_position_embeddings", None))
+                     context_length=getattr(config, "max_position_embeddings", None), layer_params=layer_params)
