@@ -166,3 +166,21 @@ def test_the_report_shows_the_share_of_phases_kept(cli, tmp_path):
     kept, total = rows[2].rsplit("|", 2)[1].strip().split(" of ")
     assert int(total) == 2 and 0 <= float(kept) <= 1          # one phase per problem (8 tokens < interval)
     assert rows[3].rsplit("|", 2)[1].strip() == "-"
+
+
+def test_a_rejected_phase_costs_no_cache_rebuild_and_changes_nothing():
+    """With every phase rejected, guarded rerouting is greedy decoding plus the guard's checks: the same tokens,
+    and the rows continue on their cache instead of prefilling their context again after each phase."""
+    backend = HFBackend(str(DEMO_MODEL), device="cpu")
+    task = load_task("demo")
+    problems = task.load(3)
+    rejecting = RunConfig(model=str(DEMO_MODEL), task="demo", strategy="reroute-testbed",
+                          overrides=["reroute.guard=holdout", "reroute.guard_margin=0.99", "reroute.interval=8"])
+    greedy = RunConfig(model=str(DEMO_MODEL), task="demo", strategy="greedy")
+    for problem in problems:
+        guarded, plain = solve(problem, task, backend, rejecting), solve(problem, task, backend, greedy)
+        sample = guarded["samples"][0]
+        assert sample["text"] == plain["samples"][0]["text"] and sample["tokens"] > 8
+        assert len(sample["routing"]["cycles"]) >= 2
+        assert not any(c["guard"]["accepted"] for c in sample["routing"]["cycles"])
+        assert guarded["compute"]["prefill_tokens"] == guarded["compute"]["prompt_tokens"]

@@ -51,8 +51,8 @@ class RerouteGenerator(PlainGenerator):
         while live := [i for i, b in enumerate(branches) if not b.finished]:
             await self.adapt_due([branches[i] for i in live])
             chunk = min(self.cfg.interval - _since_adapted(branches[i]) for i in live)
-            await Extend(requests_for([branches[i] for i in live], [params[i] for i in live], chunk, stop),
-                         keep_cache=self.cfg.kv == "keep")
+            await Extend(requests_for([branches[i] for i in live], [params[i] for i in live], chunk, stop,
+                                      resumable=self.cfg.kv == "recompute"), keep_cache=self.cfg.kv == "keep")
         return list(branches)
 
     async def step(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],

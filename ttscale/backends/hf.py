@@ -21,7 +21,7 @@ from transformers.utils import logging as hf_logging
 
 from ttscale.backends.base import (ChatBranches, ExtendRequest, ModelInfo, at_length_limit, check_local_dir,
                                    runnable)
-from ttscale.backends.kv import DynamicRun, StaticKV, StaticRun, supports_static
+from ttscale.backends.kv import DynamicRun, PausedRow, StaticKV, StaticRun, supports_static
 from ttscale.backends.sampling import Sampling, sample, uniform
 from ttscale.branch import Branch, Compute, Cycle, DeltaState
 from ttscale.demo import resolve_model
@@ -101,6 +101,7 @@ class HFBackend(ChatBranches):
         if self.device.type == "cpu" and self.info.active_params < SMALL_MODEL and "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(1)   # see SMALL_MODEL
         self._kept: _Kept | None = None
+        self._paused: dict[int, PausedRow] = {}       # branch id -> its cache, from a resumable request (oldest first)
         self.decode = _decode_mode(decode, self.device, model)
         self.solo_contexts = self.device.type == "cpu" if solo_contexts is None else solo_contexts
         self.static = None if self.decode == "dynamic" else StaticKV(
@@ -169,6 +170,7 @@ class HFBackend(ChatBranches):
                 run.select(kept)
                 self._kept = _Kept(run, [(rows[i].branch.id, len(rows[i].branch.tokens)) for i in kept])
             if len(stay) < len(rows):     # finished, paused or out of budget: leave the batch
+                self._pause([i for i, row in enumerate(rows) if row.done], rows, run)
                 left = [row for row in rows if row.done]
                 for row in left:
                     self.set_text(row.branch, row.request.stop)
@@ -243,15 +245,41 @@ class HFBackend(ChatBranches):
         """Contexts per forward when a whole context runs (prefill, adaptation, scoring)."""
         return 1 if self.solo_contexts else self.batch_size
 
+    def _pause(self, leaving: list[int], rows: list[_Row], run) -> None:
+        """Keep the cache of rows leaving at their budget that will come back (resumable requests): if their
+        deltas are unchanged then (a phase the rerouting guard rejected), they continue on it, no rebuild."""
+        if not isinstance(run, DynamicRun) or not run.can_join:
+            return
+        deltas = self.table.rows()
+        for i in leaving:
+            row = rows[i]
+            if row.request.resumable and not row.branch.finished:
+                self._paused[row.branch.id] = run.pause(i, deltas[i])
+        while len(self._paused) > self.batch_size:       # rows that never came back go first
+            del self._paused[next(iter(self._paused))]
+
+    def _unpause(self, b: Branch) -> DynamicRun | None:
+        """A run continuing `b`'s paused cache, if it holds b's context but its last token under b's deltas."""
+        paused = self._paused.pop(b.id, None)
+        delta = self._stacked([b]).delta
+        if paused is None or paused.length != len(b.tokens) - 1 or not torch.equal(paused.delta, delta[0]):
+            return None
+        self.table.load(delta)
+        return DynamicRun.resumed(self.model, self.table, paused, b.tokens[-1])
+
     def _prefill(self, rows: list[Branch], static: bool, new_tokens: int) -> DynamicRun | StaticRun:
-        """A run over the rows, prefilled together (static) or one context at a time (`solo_contexts`) and joined."""
-        if static and self.static is not None or not self.solo_contexts or len(rows) == 1:
+        """A run over the rows: prefilled together (static, or contexts batched), else one context at a time
+        (`solo_contexts`) or continuing a paused cache, and joined."""
+        if static and self.static is not None:
             return self._prefill_batch(rows, static, new_tokens)
+        resumed = {b.id: run for b in rows if b.id in self._paused and (run := self._unpause(b)) is not None}
+        if not resumed and (not self.solo_contexts or len(rows) == 1):
+            return self._prefill_batch(rows, False, new_tokens)
         deltas = self._stacked(rows).delta
         run = None
         for row, b in enumerate(rows):
             self.table.load(deltas[row:row + 1])
-            fresh = self._prefill_batch([b], static=False, new_tokens=new_tokens)
+            fresh = resumed.get(b.id) or self._prefill_batch([b], static=False, new_tokens=new_tokens)
             if run is None:
                 run, logits = fresh, [fresh.logits]
             else:
