@@ -184,3 +184,17 @@ def test_a_rejected_phase_costs_no_cache_rebuild_and_changes_nothing():
         assert len(sample["routing"]["cycles"]) >= 2
         assert not any(c["guard"]["accepted"] for c in sample["routing"]["cycles"])
         assert guarded["compute"]["prefill_tokens"] == guarded["compute"]["prompt_tokens"]
+
+
+def test_a_sticky_guard_stops_adapting_a_branch_it_rejected():
+    backend = HFBackend(str(DEMO_MODEL), device="cpu")
+    task = load_task("demo")
+    problem = task.load(1)[0]
+    sticky = RunConfig(model=str(DEMO_MODEL), task="demo", strategy="reroute-testbed",
+                       overrides=["reroute.guard=holdout", "reroute.guard_margin=0.99", "reroute.interval=8",
+                                  "reroute.guard_sticky=true"])
+    record = solve(problem, task, backend, sticky)
+    greedy = solve(problem, task, backend, RunConfig(model=str(DEMO_MODEL), task="demo", strategy="greedy"))
+    cycles = record["samples"][0]["routing"]["cycles"]
+    assert len(cycles) == 1 and not cycles[0]["guard"]["accepted"]
+    assert record["samples"][0]["text"] == greedy["samples"][0]["text"] and record["samples"][0]["tokens"] > 8

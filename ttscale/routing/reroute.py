@@ -45,6 +45,7 @@ class RerouteConfig:
     guard_holdout: float = 0.25        # holdout: share of the context's end held out
     guard_margin: float = 0.0          # holdout: relative held-out improvement needed to keep the deltas
     guard_patience: int = 2            # holdout: evaluations without a new best before a row stops
+    guard_sticky: bool = False         # a branch whose phase the guard rejected adapts no more
     guard_kl: float = 1.0              # trust: weight of the routing KL from the phase's start
     guard_collapse: float = 0.3        # trust: a fall of mean routing entropy by this share resets the row
 
