@@ -19,9 +19,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True)
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 2) -> None:
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
@@ -76,16 +76,6 @@ def progress_bar(label: str, out: Path):
     return bar
 
 
-def parse_workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        fail(f"--workers must be a positive integer, got {text!r}")
-    return value
-
-
 @contextmanager
 def ray_workers(n: int, address: Optional[str], device: Optional[str]) -> Iterator[object]:
     """The Ray workers of a run (None: one device, in this process, without Ray); a run left without
@@ -100,21 +90,23 @@ def ray_workers(n: int, address: Optional[str], device: Optional[str]) -> Iterat
             console.print(pool.describe(), highlight=False, soft_wrap=True)
             yield pool
     except WorkersFailed as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        fail(str(e), code=1)
 
 
-def parse_concurrency(text: str) -> int | None:
-    """`auto` (None) or a positive integer."""
-    if text == "auto":
-        return None
+def positive_int(text: str, flag: str, alternative: str = "") -> int:
+    """A positive integer option's value, or one line and exit code 2."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        fail(f"--concurrency must be a positive integer or auto, got {text!r}")
+        fail(f"{flag} must be a positive integer{alternative}, got {text!r}")
     return value
+
+
+def parse_concurrency(text: str) -> int | None:
+    """`auto` (None) or a positive integer."""
+    return None if text == "auto" else positive_int(text, "--concurrency", " or auto")
 
 
 TASK_HELP = ("demo, demo-shift, gsm8k, math500, humaneval, mbpp, mmlu, arc, or a JSONL file of "
@@ -167,7 +159,7 @@ def run(
     model, task = model_name(model or DEMO_MODEL_NAME), task or DEMO_TASK
     if model == DEMO_MODEL_NAME and not DEMO_MODEL.is_dir():
         fail("the bundled demo model is missing from this installation; pass --model")
-    n_workers = parse_workers(workers)
+    n_workers = positive_int(workers, "--workers")
     try:
         with user_errors():
             cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,

@@ -15,6 +15,7 @@ Ray is imported only here, and only when workers are asked for: `pip install "tt
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import socket
@@ -95,24 +96,25 @@ class Worker:
                 while not self.queue:
                     self.lock.wait()
                 key, cfg, task, _, _ = self.queue[0]
-            futures: dict[str, Future] = {}
+            futures: dict[int, Future] = {}
 
             def jobs():
                 """The queued problems of run `key`; None while there are none (`InFlight` then ends once
                 nothing is in flight, and the loop waits for the next call)."""
-                while True:
-                    with self.lock:
-                        item = self.queue.popleft() if self.queue and self.queue[0][0] == key else None
-                    if item is None:
+                for name in itertools.count():
+                    while True:
+                        with self.lock:
+                            item = self.queue.popleft() if self.queue and self.queue[0][0] == key else None
+                        if item is not None:
+                            break
                         yield None
-                        continue
-                    problem, futures[problem.id] = item[3], item[4]
-                    yield problem.id, attempt(problem, task, self.backend, cfg)
+                    futures[name] = item[4]
+                    yield name, attempt(item[3], task, self.backend, cfg)
 
             flight = InFlight(self.backend, cfg.plan.concurrency(getattr(self.backend, "batch_size", 32),
                                                                  cfg.concurrency))
             try:
-                flight.run(jobs(), lambda id_, record: futures.pop(id_).set_result(record))
+                flight.run(jobs(), lambda name, record: futures.pop(name).set_result(record))
             except Exception as e:       # a backend failure: the problems in flight fail with it, and the run stops
                 for future in futures.values():
                     future.set_exception(e)
@@ -156,7 +158,9 @@ class Workers:
             try:
                 ray.init(address=address or "local", logging_level=logging.ERROR, log_to_driver=False, **local)
             except ConnectionError as e:
-                raise ValueError(f"--ray {address}: {e}") from None
+                hint = ("; a cluster with token authentication (Ray's default) also needs RAY_AUTH_MODE=token and its "
+                        "token here" if address and "RAY_AUTH_MODE" not in os.environ else "")
+                raise ValueError(f"--ray {address}: {e}{hint}") from None
         try:
             resources = ray.cluster_resources()
             gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
