@@ -19,7 +19,10 @@ from dataclasses import replace
 import pytest
 from records_match import differences
 
-ray = pytest.importorskip("ray")
+if os.environ.get("CI"):
+    import ray                      # CI installs ttscale[ray]: a missing Ray must fail, not skip
+else:
+    ray = pytest.importorskip("ray")
 
 from ttscale.backends.hf import HFBackend  # noqa: E402
 from ttscale.demo import DEMO_MODEL  # noqa: E402
@@ -32,9 +35,12 @@ SHORT = ["sample.max_new_tokens=64"]
 @pytest.fixture(scope="module")
 def cluster():
     """The address of a local Ray instance with 2 CPUs (this process is its first driver)."""
+    auth = os.environ.get("RAY_AUTH_MODE")
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
+    yield ray.get_runtime_context().gcs_address      # CLI runs join it with the token mode ray.init set
     ray.shutdown()
+    if auth is None:                                  # as it was for the modules after this one
+        os.environ.pop("RAY_AUTH_MODE", None)
 
 
 @pytest.fixture(scope="module")
