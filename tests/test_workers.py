@@ -104,7 +104,8 @@ def test_a_problem_that_raises_fails_only_itself(pool, backend, tmp_path, caplog
         with caplog.at_level(logging.WARNING, logger="ttscale"):
             summary = execute(cfg, tmp_path / name, **kwargs)
         found = by_id(tmp_path / name)
-        assert found["long"]["error"].startswith("PromptTooLong: ") and "prompt of 3000 tokens is longer" in found["long"]["error"]
+        error = found["long"]["error"]
+        assert error.startswith("PromptTooLong: ") and "prompt of 3000 tokens is longer than the model's context" in error
         assert found["long"]["correct"] is None and found["long"]["samples"] == []
         assert all("error" not in found[i] and found[i]["samples"] for i in ("short", "other"))
         assert summary["problems"] == 3 and summary["errors"] == 1 and summary["graded"] == 2

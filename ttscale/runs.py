@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Callable, ContextManager, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator
 
 from scipy.stats import binomtest
 
@@ -25,7 +25,11 @@ from ttscale.strategy import Strategy
 from ttscale.tasks import load_task
 from ttscale.tasks.base import Problem, Task
 
+if TYPE_CHECKING:
+    from ttscale.workers import Workers
+
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class RunConfig:
@@ -177,9 +181,10 @@ def _versions() -> dict[str, str]:
 
 
 def run(problems: list[Problem], task: Task, backend: Backend | None, cfg: RunConfig, rundir: RunDir,
-        progress: Callable[[dict[str, Any], int], None] | None = None, workers: Any = None) -> dict[str, Any]:
+        progress: Callable[[dict[str, Any], int], None] | None = None,
+        workers: Workers | None = None) -> dict[str, Any]:
     """Solve the problems not yet recorded in `rundir`, many at once on `backend` (or spread over the
-    `workers` of a `ttscale.workers.Workers`), then summarise all of them. On an interrupt the summary of
+    Ray `workers`), then summarise all of them. On an interrupt the summary of
     the problems done so far is written, marked partial, and the interrupt goes on."""
     ids = [p.id for p in problems]
     if len(set(ids)) < len(ids):
@@ -217,9 +222,9 @@ def _in_order(rundir: RunDir, ids: list[str]) -> list[dict[str, Any]]:
 
 def execute(cfg: RunConfig, out: Path, overwrite: bool = False, backend: Backend | None = None,
             progress: Callable[[int, int], ContextManager[Callable[[dict[str, Any], int], None]]] | None = None,
-            workers: Any = None, **backend_options: Any) -> dict[str, Any]:
+            workers: Workers | None = None, **backend_options: Any) -> dict[str, Any]:
     """A whole run: check the output directory, load the task and (unless given) the backend, or start the
-    given `ttscale.workers.Workers`, solve, summarise. `progress(total, already_done)` makes the callback
+    given Ray `workers`, solve, summarise. `progress(total, already_done)` makes the callback
     told of each finished record and the problems in flight."""
     task = load_task(cfg.task, cfg.plan.settings["task"])     # bad task settings fail before OUT is made
     rundir = RunDir(out, cfg.as_dict(), overwrite)
