@@ -1,6 +1,6 @@
 """Problems per second with `ttscale run --workers N` against one device, on the same problems.
 
-    python recipes/workers_scaling.py --strategies greedy,reroute+sc@8 --workers 1,2 --problems 64 --out scaling.json
+    python recipes/workers_scaling.py --strategies greedy,reroute+sc@8 --workers 1,2 --problems 256 --out scaling.json
 
 `--workers 1` is the one-device run in this process (no Ray); each N > 1 starts N Ray actors once (a
 local Ray instance, or the cluster at `--ray`), each loading its own backend, and runs every strategy
