@@ -21,7 +21,8 @@ from typing import Any
 
 from ttscale.demo import model_name
 
-RESUME_IGNORES = ("limit", "overrides", "concurrency", "task_source")   # overrides: compared through their settings
+# overrides: compared through the settings they resolve to
+RESUME_IGNORES = ("limit", "overrides", "concurrency", "workers", "task_source")
 # where the model ran (recorded once the backend is loaded): a resume must match it, but not the batch size, which
 # does not change records (docs/cli.md), nor what a run from before it was recorded did not say
 BACKEND_KEY, BACKEND_IGNORES = "backend_settings", ("batch_size",)
