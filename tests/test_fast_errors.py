@@ -9,15 +9,9 @@ import sys
 
 import pytest
 import torch
+from cli_errors import one_line_error
 
 from ttscale.demo import DEMO_MODEL
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
-    for needle in needles:
-        assert needle in err, err
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from cli_errors import one_line_error
 from typer.testing import CliRunner
 
 from ttscale.cli import app
@@ -21,13 +22,6 @@ def invoke(*args):
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
-    for needle in needles:
-        assert needle in err, err
 
 
 @pytest.fixture(scope="module")
