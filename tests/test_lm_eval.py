@@ -10,32 +10,18 @@ tests are skipped, except in CI (CI=true), where they fail."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-import httpx
 import pytest
+from serve_process import ROOT, env, serving
 
-ROOT = Path(__file__).resolve().parents[1]
 TASKS = "tests/lm_eval_tasks"
 SHIFTED = 16                   # problems of tests/lm_eval_tasks/demo_shift.jsonl
 REROUTED = 8                   # of them, solved with the rerouting strategy (it costs more)
 # reroute-testbed's settings as flat --gen_kwargs (`ttscale_strategy` and `section.key` body fields)
 REROUTE_KWARGS = "ttscale_strategy=reroute,reroute.lr=0.2,reroute.steps=20,reroute.select=all,reroute.interval=32"
 SCORE_TOLERANCE = 1e-4
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env():
-    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +38,7 @@ def _run(tmp_path, strategy, limit, *sets):
     """`ttscale run --task demo-shift` (the task file's problems), started at once."""
     sets = [x for item in sets for x in ("--set", item)]
     return subprocess.Popen([sys.executable, "-m", "ttscale.cli", "run", "--task", "demo-shift", "--limit", str(limit),
-                             "--strategy", strategy, *sets, "--out", str(tmp_path)], env=_env(), cwd=ROOT,
+                             "--strategy", strategy, *sets, "--out", str(tmp_path)], env=env(), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -76,25 +62,8 @@ def runs(lm_eval_python, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(lm_eval_python, runs, tmp_path_factory):
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("serve") / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "ttscale.cli", "serve", "--port", str(port)], env=_env(), cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            assert proc.poll() is None, Path(log.name).read_text()
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
+    with serving(tmp_path_factory.mktemp("serve")) as (_, url, _):
         yield url
-    finally:
-        proc.kill()
-        proc.wait()
-        log.close()
 
 
 def lm_eval(python, tmp_path, task, model_args, model="local-completions", *extra):
@@ -102,7 +71,7 @@ def lm_eval(python, tmp_path, task, model_args, model="local-completions", *extr
     out = tmp_path / "lm-eval"
     done = subprocess.run([python, "-m", "lm_eval", "run", "--model", model, "--model_args", model_args,
                            "--tasks", task, "--include_path", TASKS, "--output_path", str(out), "--log_samples", *extra],
-                          cwd=ROOT, env={**_env(), "PYTHONPATH": ""}, capture_output=True, text=True, timeout=900)
+                          cwd=ROOT, env={**env(), "PYTHONPATH": ""}, capture_output=True, text=True, timeout=900)
     output = done.stdout + done.stderr
     if done.returncode:
         return done.returncode, output, None, None
@@ -155,20 +124,12 @@ def test_gen_kwargs_choose_the_strategy_and_its_settings(lm_eval_python, server,
     assert results["exact_match,answer"] == pytest.approx(sum(r["correct"] for r in rerouted) / REROUTED)
 
 
-@pytest.fixture(scope="module")
-def backend():
-    from ttscale.backends.hf import HFBackend
-    from ttscale.demo import DEMO_MODEL
-
-    return HFBackend(str(DEMO_MODEL), device="cpu", decode="dynamic")
-
-
-def test_multiple_choice_loglikelihoods_are_the_backends_score(lm_eval_python, server, backend, tmp_path):
+def test_multiple_choice_loglikelihoods_are_the_backends_score(lm_eval_python, server, demo_backend, tmp_path):
     from ttscale.branch import Branch
 
     rc, output, results, samples = lm_eval(lm_eval_python, tmp_path, "ttscale_demo_choice", _completions(server))
     assert rc == 0, output[-4000:]
-    hits = 0
+    backend, hits = demo_backend, 0
     for sample in samples:
         pairs = [(a["arg_0"], a["arg_1"]) for a in sample["arguments"].values()]
         branches = []
