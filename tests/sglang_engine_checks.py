@@ -2,8 +2,8 @@
 
 Run by tests/test_sglang_cpu.py in a process of its own in the SGLang environment (tests/sglang_env.py);
 one engine for the module (started once, ~30 s). Checks:
-zero-delta parity with the hf backend, scoring with the most likely tokens, a delta changing only its own request in a mixed batch,
-every strategy end to end with its records compared to the hf backend's, the context limit, and the
+zero-delta parity with the hf backend, scoring with the most likely tokens, a delta changing only its own
+request in a mixed batch, every strategy end to end with its records compared to the hf backend's, the context limit, and the
 issue-16 defects (zero-delta rows refused, the tiny OLMoE not loading, requests past the context).
 """
 
