@@ -1,4 +1,5 @@
-"""A `ttscale serve` subprocess on a free localhost port, for the tests that talk to a real server."""
+"""For the tests that talk to a real server: a `ttscale serve` subprocess on a free localhost port, and
+the CLI's message for a bad configuration (which the server must answer with)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,14 @@ def serving(log_dir: Path, *args: str, timeout: float = 180) -> Iterator[tuple[s
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def cli_message(**fields) -> str:
+    """What `ttscale run` says of a RunConfig with these fields."""
+    from ttscale.runs import RunConfig
+
+    try:
+        RunConfig(model="demo", task="demo", **fields)
+    except ValueError as e:
+        return str(e)
+    raise AssertionError("expected a ValueError")

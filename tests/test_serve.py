@@ -12,7 +12,7 @@ import time
 import httpx
 import openai
 import pytest
-from serve_process import ROOT, env, serving
+from serve_process import ROOT, cli_message, env, serving
 
 from ttscale.demo.task import DemoTask
 from ttscale.demo import DEMO_MODEL
@@ -140,14 +140,6 @@ def test_32_concurrent_requests_answer_as_ttscale_run(client, tmp_path):
     assert [a.model_extra["ttscale"]["prediction"] for a in answers] == [r["prediction"] for r in records]
 
 
-def _cli_message(**fields):
-    try:
-        RunConfig(model="demo", task="demo", **fields)
-    except ValueError as e:
-        return str(e)
-    raise AssertionError("expected a ValueError")
-
-
 def _tokens(text):
     from transformers import AutoTokenizer
 
@@ -156,10 +148,10 @@ def _tokens(text):
 
 LONG, NEARLY = "Q: add 1 2\n" * 200, "Q: add 1 2\n" * 185
 BAD = [
-    ({"ttscale": {"strategy": "reroute+scc"}}, _cli_message(strategy="reroute+scc")),
-    ({"model": "nonsense@2"}, _cli_message(strategy="nonsense", n=2)),
-    ({"ttscale": {"strategy": "sc", "set": {"reroute.lrr": 0.1}}}, _cli_message(strategy="sc", overrides=["reroute.lrr=0.1"])),
-    ({"ttscale": {"strategy": "sc", "set": {"sc.vote": "loud"}}}, _cli_message(strategy="sc", overrides=["sc.vote=loud"])),
+    ({"ttscale": {"strategy": "reroute+scc"}}, cli_message(strategy="reroute+scc")),
+    ({"model": "nonsense@2"}, cli_message(strategy="nonsense", n=2)),
+    ({"ttscale": {"strategy": "sc", "set": {"reroute.lrr": 0.1}}}, cli_message(strategy="sc", overrides=["reroute.lrr=0.1"])),
+    ({"ttscale": {"strategy": "sc", "set": {"sc.vote": "loud"}}}, cli_message(strategy="sc", overrides=["sc.vote=loud"])),
     ({"ttscale": {"n": 0}}, "ttscale.n must be a positive integer, got 0"),
     ({"max_tokens": 0}, "max_tokens must be a positive integer, got 0"),
     ({"max_tokens": -3}, "max_tokens must be a positive integer, got -3"),
@@ -167,7 +159,7 @@ BAD = [
     ({"max_tokens": 65}, "max_tokens 65 is over this server's limit of 64 (--max-tokens)"),
     ({"temperature": "hot"}, 'temperature must be a number, got "hot"'),
     ({"model": "sc@9"}, "n 9 is over this server's limit of 8 (--max-n)"),
-    ({"model": "reroute", "n": 2}, _cli_message(strategy="reroute", n=2)),
+    ({"model": "reroute", "n": 2}, cli_message(strategy="reroute", n=2)),
     ({"model": "greedy", "n": 2}, "n=2 choices asked, but strategy greedy draws 1 sample(s); ask for greedy@2 (or ttscale.n)"),
     ({"messages": []}, "messages must be a non-empty list of {role, content} objects"),
     ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content must be a string or a list of text parts"),

@@ -9,7 +9,7 @@ import time
 import httpx
 import openai
 import pytest
-from serve_process import serving
+from serve_process import cli_message, serving
 
 from ttscale.backends.sampling import Sampling
 from ttscale.branch import Branch
@@ -180,14 +180,6 @@ def test_many_branch_strategies_stream_once_voted(url):
     assert len([c for _, c in chunks if c["choices"] and c["choices"][0]["text"]]) == 1
 
 
-def _cli_message(**fields):
-    try:
-        RunConfig(model="demo", task="demo", **fields)
-    except ValueError as e:
-        return str(e)
-    raise AssertionError("expected a ValueError")
-
-
 ONE_PROMPT = "prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids"
 BAD = [
     ({"prompt": [[5, 47]]}, "prompt[0][1]: token id 47 is outside the vocabulary (0 to 46)"),
@@ -212,8 +204,8 @@ BAD = [
     ({"ttscale_context_tokens": 10_000}, f"ttscale.context_tokens 10000 is more than the prompt's {len(PROMPT)} tokens"),
     ({"ttscale_strategy": "sc", "ttscale": {"strategy": "sc"}}, "ttscale_strategy and ttscale.strategy both given; send one"),
     ({"ttscale_nn": 2}, "unknown field 'ttscale_nn'; valid: ttscale_strategy, ttscale_n, ttscale_set, ttscale_context_tokens"),
-    ({"reroute.lrr": 0.1}, _cli_message(strategy="greedy", overrides=["reroute.lrr=0.1"])),
-    ({"ttscale_strategy": "reroute+scc"}, _cli_message(strategy="reroute+scc")),
+    ({"reroute.lrr": 0.1}, cli_message(strategy="greedy", overrides=["reroute.lrr=0.1"])),
+    ({"ttscale_strategy": "reroute+scc"}, cli_message(strategy="reroute+scc")),
 ]
 CHAT_BAD = [
     ({"echo": True}, "echo is a /v1/completions field; chat completions do not echo"),
