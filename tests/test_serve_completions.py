@@ -18,7 +18,7 @@ from ttscale.runs import RunConfig
 
 PROMPTS = [p.prompt for p in DemoTask().load(2)]
 PROMPT = PROMPTS[0]
-LIMITS = ["--max-n", "4", "--max-tokens", "64", "--max-logprobs", "5"]
+LIMITS = ["--max-n", "4", "--max-tokens", "200", "--max-logprobs", "5"]
 LONG = "Q: add 1 2\n" * 200          # the demo tokenizer reads one token per character
 TOLERANCE = 1e-4          # the server's batched fp32 forward against the test's own
 
@@ -173,6 +173,20 @@ def test_one_branch_strategies_stream_as_they_decode(url, model):
     assert len(texts) > 1                                           # sent in pieces, as decoded
     finish = next(t for t, c in chunks if c["choices"] and c["choices"][0]["finish_reason"])
     assert texts[0][0] < finish and "ttscale" in chunks[-2][1] and chunks[-1][1]["usage"] == whole["usage"]
+
+
+def test_a_client_gone_mid_stream_stops_its_request(url):
+    """Closing a live stream after its first chunk cancels the request long before it would have ended."""
+    asked = dict(prompt=PROMPT, max_tokens=200, model="reroute", ttscale={"set": {"reroute.interval": 8}})
+    start = time.perf_counter()
+    post(url, **asked)
+    whole = time.perf_counter() - start
+    with httpx.stream("POST", f"{url}/v1/completions", json={**asked, "stream": True}, timeout=120) as r:
+        next(line for line in r.iter_lines() if line.startswith("data: "))
+    closed = time.perf_counter()
+    while httpx.get(f"{url}/health").json()["pending"]:
+        assert time.perf_counter() - closed < whole / 4, f"still running; the whole request takes {whole:.1f} s"
+        time.sleep(0.02)
 
 
 def test_many_branch_strategies_stream_once_voted(url):

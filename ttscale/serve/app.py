@@ -143,7 +143,10 @@ def create_app(backend: Backend, defaults: Defaults, limits: Limits | None = Non
         answers = [answer(p, c, plan, f"prompt[{i}]: " if several else "")
                    for i, (p, c) in enumerate(zip(plan.prompts, plan.context_tokens))]
         tickets = submit(answers, plan)
-        done = lambda: all(t.future.done() for t in tickets)  # noqa: E731
+
+        def done() -> bool:
+            return all(t.future.done() for t in tickets)
+
         if plan.stream and plan.live:       # the text as it is decoded
             if not await settle(request, tickets, lambda: done() or stream.started(answers), stream.STREAM_POLL_S):
                 return Response(status_code=499)
