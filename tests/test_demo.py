@@ -16,14 +16,14 @@ from ttscale.routing.families import find_routers
 RECIPES = os.path.join(os.path.dirname(__file__), "..", "recipes")
 
 
-@pytest.mark.parametrize("shift", [False, True])
+@pytest.mark.parametrize("shift", ["none", "all", "mix"])
 def test_demo_grader_accepts_gold_solutions_and_rejects_perturbed_ones(shift):
     task = DemoTask(shift=shift)
     problems = task.load()
     assert len(problems) == 400 and len({p.id for p in problems}) == 400
     assert {p.meta["domain"] for p in problems} == set(DOMAINS_ORDER)
     for p in problems:
-        assert p.meta["cue"] == (PARTNER[p.meta["domain"]] if shift else p.meta["domain"])
+        assert p.meta["cue"] == (PARTNER[p.meta["domain"]] if p.meta["shifted"] else p.meta["domain"])
         assert p.prompt.count(f"Q: {p.meta['cue']} ") == SHOTS + 1 and p.prompt.endswith("A:")
         completion = f"{task.reference(p)}Q: add 1 2\nA: 1+2=3; = 999"
         assert task.grade(task.extract(completion, p), p)
@@ -33,10 +33,23 @@ def test_demo_grader_accepts_gold_solutions_and_rejects_perturbed_ones(shift):
 
 
 def test_shift_changes_only_the_cues():
-    plain, shifted = DemoTask().load(), DemoTask(shift=True).load()
+    plain, shifted = DemoTask().load(), DemoTask(shift="all").load()
     for a, b in zip(plain, shifted):
         assert a.answer == b.answer and a.meta["solution"] == b.meta["solution"]
         assert b.prompt == a.prompt.replace(f"Q: {a.meta['domain']} ", f"Q: {b.meta['cue']} ")
+
+
+@pytest.mark.parametrize("seed", [-1, 5])
+def test_demo_mix_is_half_shifted_problem_for_problem_and_rule_for_rule(seed):
+    settings = TaskSettings(seed=seed)
+    plain, shifted, mix = (load_task(name, settings).load() for name in ("demo", "demo-shift", "demo-mix"))
+    assert mix[0].id == ("demo-mix/test/0" if seed == -1 else "demo-mix/seed5/0")
+    for p, s, m in zip(plain, shifted, mix):
+        assert m.prompt == (s if m.meta["shifted"] else p).prompt and m.answer == p.answer
+    for rule in DOMAINS_ORDER:
+        flags = [m.meta["shifted"] for m in mix if m.meta["domain"] == rule]
+        assert sum(flags) == len(flags) // 2
+    assert [m.meta["shifted"] for m in mix[:16]] == [False] * 4 + [True] * 4 + [False] * 4 + [True] * 4
 
 
 def test_splits_and_seeds_differ_and_are_reproducible():

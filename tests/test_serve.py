@@ -181,9 +181,8 @@ def test_bad_requests_get_400_and_the_cli_message(server, fields, message):
 
 
 def test_the_cli_gives_the_same_message_for_a_prompt_too_long(tmp_path):
-    with pytest.raises(ValueError) as e:
-        _api_run(tmp_path, [LONG], "greedy", 1, 0, [])
-    assert str(e.value) == f"problem 0: {BAD[-2][1]}"      # the CLI also names the problem (a request has none)
+    record, = _api_run(tmp_path, [LONG], "greedy", 1, 0, [])     # the problem fails alone, in its record
+    assert record["error"] == f"PromptTooLong: problem 0: {BAD[-2][1]}"   # the CLI also names the problem
 
 
 def test_errors_auth_and_limits_then_a_good_request(server, client):

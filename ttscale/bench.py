@@ -20,7 +20,7 @@ from ttscale.backends.hf import HFBackend, load_config
 from ttscale.backends.sampling import Sampling
 from ttscale.branch import Branch
 from ttscale.generators import PlainGenerator, RerouteGenerator
-from ttscale.routing.reroute import RerouteConfig
+from ttscale.routing.reroute import RerouteConfig, adapt_rows
 from ttscale.tiny import tiny_tokenizer
 from ttscale.inflight import drive
 
@@ -122,6 +122,46 @@ def _branches(backend: HFBackend, count: int, length: int, seed: int = 0) -> lis
                    seed=seed + i) for i in range(count)]
 
 
+SAVINGS = {   # name -> adapt_rows switches; "none" is the phase as it was before any of them
+    "none": dict(reuse_lower=False, full_backward=True),
+    "backward stops at the lowest fitted layer": dict(reuse_lower=False, full_backward=False),
+    "layers below it run once": dict(reuse_lower=True, full_backward=True),
+    "both": dict(reuse_lower=True, full_backward=False),
+}
+
+
+def adaptation_savings(backend: HFBackend, cfg: BenchConfig, steps: int = 5) -> list[dict[str, Any]]:
+    """Seconds of one adaptation phase (one context of `prompt_tokens`) with each saving on, against none, per
+    layer selection, with the largest difference its deltas show from the phase without savings; and a
+    holdout-guarded phase, whose rows stop once the held-out loss stops improving."""
+    context = _branches(backend, 1, cfg.prompt_tokens)[0]
+    ids, mask = backend._batch([context])
+    rows = []
+
+    def phase(reroute: RerouteConfig, **switches) -> tuple[float, Any, Any]:
+        def once():
+            state = backend._stacked([context])
+            with torch.enable_grad():
+                result = adapt_rows(backend.model, backend.table, ids, mask, state, reroute, **switches)
+            return state, result
+        seconds = _seconds(once, backend.device, cfg.repeats)
+        return seconds, *once()
+
+    for select in ("confident", "all"):
+        reroute = RerouteConfig(steps=steps, select=select, lr=0.2)
+        base_s, base_state, base = phase(reroute, **SAVINGS["none"])
+        lowest = min(backend.info.moe_layers[s] for s in base.slots[0].nonzero().flatten().tolist())
+        for name, switches in SAVINGS.items():
+            seconds, state, _ = phase(reroute, **switches)
+            rows.append({"select": select, "lowest_layer": lowest, "saving": name, "seconds": seconds,
+                         "speedup": base_s / seconds, "max_delta_diff": float((state.delta - base_state.delta).abs().max())})
+        guarded = RerouteConfig(steps=steps, select=select, lr=0.2, guard="holdout")
+        seconds, _, result = phase(guarded)
+        rows.append({"select": select, "lowest_layer": lowest, "saving": "holdout guard (stops early)",
+                     "seconds": seconds, "speedup": base_s / seconds, "steps_run": result.guard[0].steps_run})
+    return rows
+
+
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     backend = build_backend(cfg)
     device, info = backend.device, backend.info
@@ -145,6 +185,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         floor = batch * bandwidth / step_bytes(backend, batch)
         out["decode"].append({"batch": batch, "tok_s": batch * cfg.decode_tokens / seconds, "floor_tok_s": floor})
 
+    out["adapt_savings"] = adaptation_savings(backend, cfg)
     reroute = RerouteConfig(steps=1)
     for batch in (1, 8):
         contexts = _branches(backend, batch, cfg.prompt_tokens)

@@ -55,6 +55,10 @@ class Compute:
     score_tokens: int = 0
     attention_pairs_forward: int = 0      # (query, key) pairs attended, all forwards
     attention_pairs_backward: int = 0
+    skipped_layer_tokens_forward: int = 0   # adaptation: (token, decoder layer) passes not run below the fitted layers
+    skipped_layer_tokens_backward: int = 0
+    skipped_layer_pairs_forward: int = 0    # ... and their attention (query, key) pairs, times layers
+    skipped_layer_pairs_backward: int = 0
     reward_tokens: int = 0                # tokens read by a reward model
     reward_flops: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -94,6 +98,7 @@ class Cycle:
     losses: list[float]              # context NLL before each step
     entropy_before: float | None     # mean routing entropy over MoE layers at the phase's first forward (None: unseen)
     entropy_after: float | None = None   # the same, at the next forward over the context (cache rebuild)
+    guard: dict[str, Any] | None = None  # what the rerouting guard saw and decided (ttscale.routing.guard.Decision)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -19,9 +19,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True)
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 2) -> None:
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
@@ -76,20 +76,40 @@ def progress_bar(label: str, out: Path):
     return bar
 
 
-def parse_concurrency(text: str) -> int | None:
-    """`auto` (None) or a positive integer."""
-    if text == "auto":
-        return None
+@contextmanager
+def ray_workers(n: int, address: Optional[str], device: Optional[str]) -> Iterator[object]:
+    """The Ray workers of a run (None: one device, in this process, without Ray); a run left without
+    workers ends with one line and exit code 1."""
+    if n == 1 and not address:
+        yield None
+        return
+    from ttscale.workers import Workers, WorkersFailed
+
+    try:
+        with Workers(n, address, device) as pool:
+            console.print(pool.describe(), highlight=False, soft_wrap=True)
+            yield pool
+    except WorkersFailed as e:
+        fail(str(e), code=1)
+
+
+def positive_int(text: str, flag: str, alternative: str = "") -> int:
+    """A positive integer option's value, or one line and exit code 2."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        fail(f"--concurrency must be a positive integer or auto, got {text!r}")
+        fail(f"{flag} must be a positive integer{alternative}, got {text!r}")
     return value
 
 
-TASK_HELP = ("demo, demo-shift, gsm8k, math500, humaneval, mbpp, mmlu, arc, or a JSONL file of "
+def parse_concurrency(text: str) -> int | None:
+    """`auto` (None) or a positive integer."""
+    return None if text == "auto" else positive_int(text, "--concurrency", " or auto")
+
+
+TASK_HELP = ("demo, demo-shift, demo-mix, gsm8k, math500, humaneval, mbpp, mmlu, arc, or a JSONL file of "
              "{id, prompt, answer}")
 
 
@@ -125,6 +145,12 @@ def run(
     decode: str = typer.Option("auto", help="hf decode loop: dynamic (growing cache), static (bucketed static "
                                "caches), compiled (static + torch.compile/CUDA graphs); auto: compiled on CUDA."),
     overwrite: bool = typer.Option(False, help="Replace a different run's records in --out (same config: resumes)."),
+    workers: str = typer.Option("1", help="Spread the problems over this many Ray actors, each with its own backend "
+                                "(one GPU each, or one CPU thread each) and --concurrency; 1: this process, "
+                                "no Ray (pip install 'ttscale\\[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray", help="Run the workers on the Ray cluster at ADDRESS "
+                                              "(HOST:PORT of `ray start --head`, auto, or ray://HOST:PORT) "
+                                              "instead of a local Ray instance started for the run."),
 ) -> None:
     """Solve a task's problems with a strategy and write one record per problem."""
     from ttscale.demo import DEMO_MODEL, DEMO_MODEL_NAME, DEMO_TASK, model_name
@@ -133,12 +159,16 @@ def run(
     model, task = model_name(model or DEMO_MODEL_NAME), task or DEMO_TASK
     if model == DEMO_MODEL_NAME and not DEMO_MODEL.is_dir():
         fail("the bundled demo model is missing from this installation; pass --model")
+    n_workers = positive_int(workers, "--workers")
     try:
         with user_errors():
             cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,
-                            overrides=list(set_), save_deltas=save_deltas, concurrency=parse_concurrency(concurrency))
-            summary = execute(cfg, out, overwrite, progress=progress_bar(strategy, out), device=device, dtype=dtype,
-                              batch_size=batch_size, decode=decode, **({"url": url} if url else {}))
+                            overrides=list(set_), save_deltas=save_deltas, concurrency=parse_concurrency(concurrency),
+                            workers=n_workers)
+            with ray_workers(n_workers, ray_address, device) as pool:
+                summary = execute(cfg, out, overwrite, progress=progress_bar(strategy, out), workers=pool,
+                                  device=device, dtype=dtype, batch_size=batch_size, decode=decode,
+                                  **({"url": url} if url else {}))
     except KeyboardInterrupt:
         partial = _read_summary(out) or {}
         done = (f"{partial['problems']}/{partial['of']} problems done (summary.json marked partial)"
@@ -148,7 +178,8 @@ def run(
     acc = summary["accuracy"]
     ci = summary["ci95"]
     shown = "n/a (no gold answers)" if acc is None else f"{acc:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
-    typer.echo(f"{summary['problems']} problems, accuracy {shown}; records in {out / 'records.jsonl'}")
+    failed = f" ({summary['errors']} failed: see their error in records.jsonl)" if summary["errors"] else ""
+    typer.echo(f"{summary['problems']} problems{failed}, accuracy {shown}; records in {out / 'records.jsonl'}")
 
 
 @app.command()
@@ -377,6 +408,11 @@ def bench(
     for d in result["decode"]:
         table.add_row(f"decode, batch {d['batch']}", f"{d['tok_s']:.0f} tok/s = {d['tok_s'] / d['floor_tok_s']:.1%} "
                       f"of the {d['floor_tok_s']:.0f} tok/s floor")
+    for r in result["adapt_savings"]:
+        detail = (f", max delta difference {r['max_delta_diff']:.1e}" if "max_delta_diff" in r
+                  else f", {r['steps_run']} of 5 steps")
+        table.add_row(f"adaptation phase, select={r['select']} (lowest layer {r['lowest_layer']}): {r['saving']}",
+                      f"{r['seconds'] * 1000:.1f} ms = {r['speedup']:.2f}x{detail}")
     for batch in (1, 8):
         table.add_row(f"adaptation step, batch {batch}, {prompt_tokens} tokens",
                       f"{result[f'adapt_step_s_batch{batch}'] * 1000:.1f} ms")

@@ -50,9 +50,10 @@ class RerouteGenerator(PlainGenerator):
         params = [sampling] * len(branches) if isinstance(sampling, Sampling) else list(sampling)
         while live := [i for i, b in enumerate(branches) if not b.finished]:
             await self.adapt_due([branches[i] for i in live])
-            chunk = min(self.cfg.interval - _since_adapted(branches[i]) for i in live)
-            await Extend(requests_for([branches[i] for i in live], [params[i] for i in live], chunk, stop),
-                         keep_cache=self.cfg.kv == "keep")
+            adapting = [self.cfg.interval - _since_adapted(branches[i]) for i in live if not self._done(branches[i])]
+            await Extend(requests_for([branches[i] for i in live], [params[i] for i in live],
+                                      min(adapting) if adapting else None, stop,
+                                      resumable=self.cfg.kv == "recompute"), keep_cache=self.cfg.kv == "keep")
         return list(branches)
 
     async def step(self, branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling],
@@ -61,9 +62,15 @@ class RerouteGenerator(PlainGenerator):
         return await super().step(branches, sampling, step_end, max_tokens, stop)
 
     async def adapt_due(self, branches: Sequence[Branch]) -> None:
-        due = [b for b in branches if not b.finished and (not b.cycles or _since_adapted(b) >= self.cfg.interval)]
+        due = [b for b in branches if not b.finished and not self._done(b)
+               and (not b.cycles or _since_adapted(b) >= self.cfg.interval)]
         if due:
             await self.adapt(due)
+
+    def _done(self, b: Branch) -> bool:
+        """With `guard_sticky`, a branch whose last phase the guard rejected adapts no more."""
+        last = b.cycles[-1].guard if b.cycles else None
+        return self.cfg.guard_sticky and last is not None and not last["accepted"]
 
     async def adapt(self, branches: Sequence[Branch]) -> None:
         """One adaptation phase for every branch; identical branches share one computation."""

@@ -13,13 +13,13 @@ from ttscale.demo import model_name
 from ttscale.rundir import load_run
 
 COLUMNS = ("run", "strategy", "n", "model", "task", "problems", "accuracy", "95% CI", "token-passes", "FLOPs",
-           "seconds")
+           "seconds", "phases kept")
 
 
 def report_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
-        summary, _ = load_run(run)
+        summary, records = load_run(run)
         config, acc, ci = summary["config"], summary["accuracy"], summary["ci95"]
         mean = summary["mean_compute"]
         rows.append({
@@ -30,8 +30,16 @@ def report_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
             "token-passes": f"{compute_of(mean, 'tokens'):.0f}",
             "FLOPs": f"{compute_of(mean, 'flops'):.3g}",
             "seconds": f"{compute_of(mean, 'seconds'):.2f}",
+            "phases kept": phases_kept(records),
         })
     return rows
+
+
+def phases_kept(records: list[dict[str, Any]]) -> str:
+    """Of the adaptation phases a rerouting guard judged, the share it kept (`-`: no guarded phase)."""
+    decisions = [cycle["guard"]["accepted"] for r in records for s in r["samples"]
+                 for cycle in s.get("routing", {}).get("cycles", []) if cycle.get("guard")]
+    return f"{sum(decisions) / len(decisions):.2f} of {len(decisions)}" if decisions else "-"
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:

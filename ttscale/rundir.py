@@ -21,7 +21,7 @@ from typing import Any
 
 from ttscale.demo import model_name
 
-RESUME_IGNORES = ("limit", "overrides", "concurrency")   # overrides: compared through the settings they resolve to
+RESUME_IGNORES = ("limit", "overrides", "concurrency", "workers")   # overrides: compared through the settings they resolve to
 
 
 def check_writable(path: Path, what: str) -> None:

@@ -3,13 +3,14 @@ its problem finishes (in any order), write `OUT/summary.json` (in problem order)
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Callable, ContextManager, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator
 
 from scipy.stats import binomtest
 
@@ -17,12 +18,17 @@ from ttscale import ledger
 from ttscale.backends import load_backend
 from ttscale.backends.base import Backend
 from ttscale.inflight import InFlight, drive
-from ttscale.branch import Branch
+from ttscale.branch import Branch, Compute
 from ttscale.rundir import RunDir
 from ttscale.search import Outcome
 from ttscale.strategy import Strategy
 from ttscale.tasks import load_task
 from ttscale.tasks.base import Problem, Task
+
+if TYPE_CHECKING:
+    from ttscale.workers import Workers
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,9 +42,12 @@ class RunConfig:
     backend: str = "hf"
     overrides: list[str] = field(default_factory=list)
     save_deltas: bool = False
-    concurrency: int | None = None     # problems in flight; None: as many as fill the batch
+    concurrency: int | None = None     # problems in flight (per worker); None: as many as fill the batch
+    workers: int = 1                   # Ray actors, one backend each (ttscale.workers); 1: this process
 
     def __post_init__(self):
+        if self.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {self.workers}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be at least 1, got {self.limit}")
         if self.concurrency is not None and self.concurrency < 1:
@@ -57,6 +66,27 @@ async def solving(problem: Problem, task: Task, backend: Backend, cfg: RunConfig
     start = time.perf_counter()
     outcome = await cfg.plan.solving(problem, task, backend, seed=cfg.seed)
     return record(problem, outcome, task, backend, cfg, wall=time.perf_counter() - start)
+
+
+async def attempt(problem: Problem, task: Task, backend: Backend, cfg: RunConfig) -> dict[str, Any]:
+    """`solving` for a run: a problem whose own solving raises (a prompt too long for the model, a grader
+    that fails) gets the record of its error instead, so it fails only itself. A failing backend call,
+    shared by every problem in flight, still stops the run."""
+    start = time.perf_counter()
+    try:
+        return await solving(problem, task, backend, cfg)
+    except Exception as e:
+        return failed(problem, e, backend, cfg, wall=time.perf_counter() - start)
+
+
+def failed(problem: Problem, error: Exception, backend: Backend, cfg: RunConfig, wall: float = 0.0) -> dict[str, Any]:
+    """The record of a problem whose solving raised: no samples, not graded, the error in one line."""
+    compute = ledger.as_record(Compute(), backend.info)
+    compute["seconds"] = {"total": 0.0, "wall": round(wall, 6)}
+    message = str(error).strip().splitlines()
+    return {"id": problem.id, "prediction": None, "gold": problem.answer, "correct": None, "chosen": None,
+            "samples": [], "compute": compute, "seed": cfg.seed,
+            "error": type(error).__name__ + (f": {message[0]}" if message else "")}
 
 
 def solve(problem: Problem, task: Task, backend: Backend, cfg: RunConfig) -> dict[str, Any]:
@@ -125,7 +155,7 @@ def summarise(records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
         interval = binomtest(hits, len(graded)).proportion_ci(confidence_level=0.95, method="wilson")
         ci = [interval.low, interval.high]
     return {"accuracy": accuracy, "ci95": ci, "problems": len(records), "ids": [r["id"] for r in records],
-            "graded": len(graded),
+            "graded": len(graded), "errors": sum("error" in r for r in records),
             "mean_compute": _mean([r["compute"] for r in records]), "config": cfg.as_dict(), "versions": _versions()}
 
 
@@ -150,23 +180,32 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run(problems: list[Problem], task: Task, backend: Backend, cfg: RunConfig, rundir: RunDir,
-        progress: Callable[[dict[str, Any], int], None] | None = None) -> dict[str, Any]:
-    """Solve the problems not yet recorded in `rundir`, many at once, then summarise all of them. On an
-    interrupt the summary of the problems done so far is written, marked partial, and the interrupt goes on."""
+def run(problems: list[Problem], task: Task, backend: Backend | None, cfg: RunConfig, rundir: RunDir,
+        progress: Callable[[dict[str, Any], int], None] | None = None,
+        workers: Workers | None = None) -> dict[str, Any]:
+    """Solve the problems not yet recorded in `rundir`, many at once on `backend` (or spread over the
+    Ray `workers`), then summarise all of them. On an interrupt the summary of
+    the problems done so far is written, marked partial, and the interrupt goes on."""
     ids = [p.id for p in problems]
     if len(set(ids)) < len(ids):
         raise ValueError(f"task {cfg.task} has duplicate problem ids, e.g. {next(i for i in ids if ids.count(i) > 1)!r}")
     done = {r["id"] for r in rundir.records()}
     todo = [p for p in problems if p.id not in done]
-    flight = InFlight(backend, cfg.plan.concurrency(getattr(backend, "batch_size", 32), cfg.concurrency))
-    def finished(_, result: dict[str, Any]) -> None:
+
+    def finished(result: dict[str, Any], in_flight: int) -> None:
         rundir.append(result)
+        if "error" in result:
+            log.warning(f"problem {result['id']} failed: {result['error']}")
         if progress:
-            progress(result, flight.in_flight)
+            progress(result, in_flight)
 
     try:
-        flight.run(((p.id, solving(p, task, backend, cfg)) for p in todo), finished)
+        if workers is None:
+            flight = InFlight(backend, cfg.plan.concurrency(getattr(backend, "batch_size", 32), cfg.concurrency))
+            flight.run(((p.id, attempt(p, task, backend, cfg)) for p in todo),
+                       lambda _, result: finished(result, flight.in_flight))
+        else:
+            workers.solve(todo, task, cfg, finished)
     except BaseException:
         rundir.write_summary(summarise(_in_order(rundir, ids), cfg) | {"partial": True, "of": len(ids)})
         raise
@@ -183,19 +222,23 @@ def _in_order(rundir: RunDir, ids: list[str]) -> list[dict[str, Any]]:
 
 def execute(cfg: RunConfig, out: Path, overwrite: bool = False, backend: Backend | None = None,
             progress: Callable[[int, int], ContextManager[Callable[[dict[str, Any], int], None]]] | None = None,
-            **backend_options: Any) -> dict[str, Any]:
-    """A whole run: check the output directory, load the task and (unless given) the backend, solve, summarise.
-    `progress(total, already_done)` makes the callback told of each finished record and the problems in flight."""
+            workers: Workers | None = None, **backend_options: Any) -> dict[str, Any]:
+    """A whole run: check the output directory, load the task and (unless given) the backend, or start the
+    given Ray `workers`, solve, summarise. `progress(total, already_done)` makes the callback
+    told of each finished record and the problems in flight."""
     task = load_task(cfg.task, cfg.plan.settings["task"])     # bad task settings fail before OUT is made
     rundir = RunDir(out, cfg.as_dict(), overwrite)
     problems = task.load(cfg.limit)
     if not problems:
         raise ValueError(f"task {cfg.task} has no problems")
-    backend = backend or load_backend(cfg.backend, cfg.model, **backend_options)
+    if workers is None:
+        backend = backend or load_backend(cfg.backend, cfg.model, **backend_options)
+    else:
+        workers.start(cfg.backend, cfg.model, **backend_options)
     wanted = {p.id for p in problems}
     already = sum(r["id"] in wanted for r in rundir.records())
     with (progress or _silent)(len(problems), already) as advance:
-        return run(problems, task, backend, cfg, rundir, advance)
+        return run(problems, task, backend, cfg, rundir, advance, workers)
 
 
 @contextmanager

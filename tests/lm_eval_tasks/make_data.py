@@ -20,7 +20,7 @@ DOMAINS = 4                         # demo problems cycle through the four domai
 
 
 def generate_rows() -> list[dict]:
-    return [{"id": p.id, "prompt": p.prompt, "answer": p.answer} for p in DemoTask(shift=True).load(GENERATE)]
+    return [{"id": p.id, "prompt": p.prompt, "answer": p.answer} for p in DemoTask(shift="all").load(GENERATE)]
 
 
 def choice_rows() -> list[dict]:

@@ -25,6 +25,7 @@ class ModelInfo:
     vocab_size: int
     attention_flops_per_pair: int    # QK^T and AV FLOPs of one (query, key) pair, all layers
     context_length: int | None = None  # most tokens (prompt + generated) a branch may hold; None: no limit
+    layer_params: int = 0            # mean active parameters of one decoder layer (adaptation skips the lowest)
 
 
 @dataclass
@@ -38,6 +39,8 @@ class ExtendRequest:
     max_new_tokens: int | None = None     # more tokens this call may add (None: up to sampling.max_new_tokens)
     stop: tuple[str, ...] = ()            # stop strings: they finish the branch
     step_end: str | None = None           # a delimiter that pauses the branch (a beam step)
+    resumable: bool = False               # it comes back for more after this call's budget (a rerouting chunk):
+                                          # a backend may keep its cache for then, valid while its deltas stay
 
     def budget(self) -> int:
         """Tokens this call may add: its own cap, within the branch's total cap."""
@@ -88,10 +91,10 @@ def at_length_limit(b: Branch, sampling: Sampling, context_length: int | None) -
 
 
 def requests_for(branches: Sequence[Branch], sampling: Sampling | Sequence[Sampling], max_new_tokens: int | None = None,
-             stop: Sequence[str] = (), step_end: str | None = None) -> list[ExtendRequest]:
+             stop: Sequence[str] = (), step_end: str | None = None, resumable: bool = False) -> list[ExtendRequest]:
     """The same call for every branch (one sampling, or one per branch)."""
     params = [sampling] * len(branches) if isinstance(sampling, Sampling) else list(sampling)
-    return [ExtendRequest(b, p, max_new_tokens, tuple(stop), step_end) for b, p in zip(branches, params)]
+    return [ExtendRequest(b, p, max_new_tokens, tuple(stop), step_end, resumable) for b, p in zip(branches, params)]
 
 
 def check_local_dir(model: str, what: str = "model") -> None:

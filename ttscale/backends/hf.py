@@ -21,14 +21,14 @@ from transformers.utils import logging as hf_logging
 
 from ttscale.backends.base import (ChatBranches, ExtendRequest, ModelInfo, Scored, at_length_limit,
                                    check_local_dir, runnable)
-from ttscale.backends.kv import DynamicRun, StaticKV, StaticRun, supports_static
+from ttscale.backends.kv import DynamicRun, PausedRow, StaticKV, StaticRun, supports_static
 from ttscale.backends.sampling import Sampling, sample, uniform
-from ttscale.branch import Branch, Cycle, DeltaState
+from ttscale.branch import Branch, Compute, Cycle, DeltaState
 from ttscale.demo import resolve_model
 from ttscale.hub import load_error, load_options
 from ttscale.routing.deltas import DeltaTable, RoutingRecord
 from ttscale.routing.families import UnsupportedModelError
-from ttscale.routing.reroute import RerouteConfig, adapt_rows
+from ttscale.routing.reroute import RerouteConfig, adapt_rows, decoder_layers
 
 
 @dataclass
@@ -66,8 +66,9 @@ class _Kept:
 class HFBackend(ChatBranches):
     joins = True        # extend_requests takes `refill`: rows of other problems join a running batch
     def __init__(self, model: str, device: str | None = None, dtype: str | None = None, batch_size: int = 32,
-                 experts_implementation: str | None = None, decode: str = "auto"):
-        """Load a hub id or local directory (cuda when available, bf16 there; else cpu and fp32)."""
+                 experts_implementation: str | None = None, decode: str = "auto", solo_contexts: bool | None = None):
+        """Load a hub id or local directory (cuda when available, bf16 there; else cpu and fp32). `solo_contexts`
+        (default: on CPU) runs every forward over whole contexts one context at a time (see `SoloContexts`)."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
         options = {"experts_implementation": experts_implementation} if experts_implementation else {}
@@ -79,17 +80,17 @@ class HFBackend(ChatBranches):
             loaded = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, **options, **hub)
         except (OSError, ValueError) as e:
             raise load_error(model, "model", e) from None
-        self._attach(loaded.to(device), tokenizer, batch_size, model, decode)
+        self._attach(loaded.to(device), tokenizer, batch_size, model, decode, solo_contexts)
 
     @classmethod
     def from_model(cls, model, tokenizer, batch_size: int = 32, name: str = "in-memory",
-                   decode: str = "auto") -> HFBackend:
+                   decode: str = "auto", solo_contexts: bool | None = None) -> HFBackend:
         """A backend over a model already built (benchmarks, notebooks)."""
         backend = cls.__new__(cls)
-        backend._attach(model, tokenizer, batch_size, name, decode)
+        backend._attach(model, tokenizer, batch_size, name, decode, solo_contexts)
         return backend
 
-    def _attach(self, model, tokenizer, batch_size: int, name: str, decode: str) -> None:
+    def _attach(self, model, tokenizer, batch_size: int, name: str, decode: str, solo_contexts: bool | None) -> None:
         self.model = model.eval().requires_grad_(False)
         self.tokenizer, self.batch_size, self.name = tokenizer, batch_size, name
         self.device = next(model.parameters()).device
@@ -100,7 +101,9 @@ class HFBackend(ChatBranches):
         if self.device.type == "cpu" and self.info.active_params < SMALL_MODEL and "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(1)   # see SMALL_MODEL
         self._kept: _Kept | None = None
+        self._paused: dict[int, PausedRow] = {}       # branch id -> its cache, from a resumable request (oldest first)
         self.decode = _decode_mode(decode, self.device, model)
+        self.solo_contexts = self.device.type == "cpu" if solo_contexts is None else solo_contexts
         self.static = None if self.decode == "dynamic" else StaticKV(
             model, _compile_options(self.device) if self.decode == "compiled" else None)
 
@@ -167,6 +170,7 @@ class HFBackend(ChatBranches):
                 run.select(kept)
                 self._kept = _Kept(run, [(rows[i].branch.id, len(rows[i].branch.tokens)) for i in kept])
             if len(stay) < len(rows):     # finished, paused or out of budget: leave the batch
+                self._pause([i for i, row in enumerate(rows) if row.done], rows, run)
                 left = [row for row in rows if row.done]
                 for row in left:
                     self.set_text(row.branch, row.request.stop)
@@ -205,7 +209,7 @@ class HFBackend(ChatBranches):
     @torch.no_grad()
     def score_top(self, branches: Sequence[Branch], k: int, start: int | None = None) -> list[Scored]:
         scores = []
-        for chunk in _chunks(branches, self.batch_size):
+        for chunk in _chunks(branches, self._context_batch):
             ids, mask = self._batch(chunk)
             self.table.load(self._stacked(chunk).delta)
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
@@ -224,7 +228,7 @@ class HFBackend(ChatBranches):
         return scores
 
     def adapt(self, branches: Sequence[Branch], cfg: RerouteConfig) -> list[Branch]:
-        for chunk in _chunks(branches, self.batch_size):
+        for chunk in _chunks(branches, self._context_batch):
             ids, mask = self._batch(chunk)
             state = self._stacked(chunk)
             start = time.perf_counter()
@@ -233,17 +237,65 @@ class HFBackend(ChatBranches):
             _share(chunk, "adapt", time.perf_counter() - start)
             for row, b in enumerate(chunk):
                 b.delta = DeltaState(*(part[row].clone() for part in state.tensors()))
-                layers = [self.table.layers[s] for s in result.slots[row].nonzero().flatten().tolist()]
-                b.cycles.append(Cycle(at_token=len(b.generated), layers=layers, losses=result.losses[row].tolist(),
-                                      entropy_before=float(result.entropy[row])))
-                passes, pairs = len(b.tokens) * cfg.steps, _triangle(len(b.tokens)) * cfg.steps
-                b.compute.adapt_forward_tokens += passes
-                b.compute.adapt_backward_tokens += passes
-                b.compute.attention_pairs_forward += pairs
-                b.compute.attention_pairs_backward += pairs
+                guard = result.guard[row] if result.guard else None
+                kept = guard is None or guard.accepted
+                layers = [self.table.layers[s] for s in result.slots[row].nonzero().flatten().tolist()] if kept else []
+                b.cycles.append(Cycle(at_token=len(b.generated), layers=layers, losses=result.losses[row],
+                                      entropy_before=float(result.entropy[row]),
+                                      guard=None if guard is None else guard.as_dict()))
+                charge_adaptation(b.compute, len(b.tokens), int(result.forwards[row]), int(result.backwards[row]),
+                                  int(result.skipped_forward[row]), int(result.skipped_backward[row]))
         return list(branches)
 
+    @property
+    def _context_batch(self) -> int:
+        """Contexts per forward when a whole context runs (prefill, adaptation, scoring)."""
+        return 1 if self.solo_contexts else self.batch_size
+
+    def _pause(self, leaving: list[int], rows: list[_Row], run) -> None:
+        """Keep the cache of rows leaving at their budget that will come back (resumable requests): if their
+        deltas are unchanged then (a phase the rerouting guard rejected), they continue on it, no rebuild."""
+        if not isinstance(run, DynamicRun) or not run.can_join:
+            return
+        deltas = self.table.rows()
+        for i in leaving:
+            row = rows[i]
+            if row.request.resumable and not row.branch.finished:
+                self._paused[row.branch.id] = run.pause(i, deltas[i])
+        while len(self._paused) > self.batch_size:       # rows that never came back go first
+            del self._paused[next(iter(self._paused))]
+
+    def _unpause(self, b: Branch) -> DynamicRun | None:
+        """A run continuing `b`'s paused cache, if it holds b's context but its last token under b's deltas."""
+        paused = self._paused.pop(b.id, None)
+        delta = self._stacked([b]).delta
+        if paused is None or paused.length != len(b.tokens) - 1 or not torch.equal(paused.delta, delta[0]):
+            return None
+        self.table.load(delta)
+        return DynamicRun.resumed(self.model, self.table, paused, b.tokens[-1])
+
     def _prefill(self, rows: list[Branch], static: bool, new_tokens: int) -> DynamicRun | StaticRun:
+        """A run over the rows: prefilled together (static, or contexts batched), else one context at a time
+        (`solo_contexts`) or continuing a paused cache, and joined."""
+        if static and self.static is not None:
+            return self._prefill_batch(rows, static, new_tokens)
+        resumed = {b.id: run for b in rows if b.id in self._paused and (run := self._unpause(b)) is not None}
+        if not resumed and (not self.solo_contexts or len(rows) == 1):
+            return self._prefill_batch(rows, False, new_tokens)
+        deltas = self._stacked(rows).delta
+        run = None
+        for row, b in enumerate(rows):
+            self.table.load(deltas[row:row + 1])
+            fresh = resumed.get(b.id) or self._prefill_batch([b], static=False, new_tokens=new_tokens)
+            if run is None:
+                run, logits = fresh, [fresh.logits]
+            else:
+                run.join(fresh, deltas[:row + 1])
+                logits.append(fresh.logits)
+        run.logits = torch.cat(logits)
+        return run
+
+    def _prefill_batch(self, rows: list[Branch], static: bool, new_tokens: int) -> DynamicRun | StaticRun:
         ids, mask = self._batch(rows)
         self.table.record = RoutingRecord()
         try:
@@ -344,6 +396,20 @@ def describe_model(model: str) -> tuple[ModelInfo | None, str | None]:
         return None, str(e)
 
 
+def charge_adaptation(c: Compute, tokens: int, forwards: int, backwards: int, skipped_forward: int,
+                      skipped_backward: int) -> None:
+    """What adaptation passes over a context of `tokens` cost; `skipped_*`: decoder layers not run, summed over
+    those passes."""
+    c.adapt_forward_tokens += tokens * forwards
+    c.adapt_backward_tokens += tokens * backwards
+    c.attention_pairs_forward += _triangle(tokens) * forwards
+    c.attention_pairs_backward += _triangle(tokens) * backwards
+    c.skipped_layer_tokens_forward += tokens * skipped_forward
+    c.skipped_layer_tokens_backward += tokens * skipped_backward
+    c.skipped_layer_pairs_forward += _triangle(tokens) * skipped_forward
+    c.skipped_layer_pairs_backward += _triangle(tokens) * skipped_backward
+
+
 def _triangle(n: int) -> int:
     """(query, key) pairs of causal attention over n tokens."""
     return n * (n + 1) // 2
@@ -379,9 +445,11 @@ def model_info(model, table: DeltaTable) -> ModelInfo:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     qk_dim = getattr(config, "qk_head_dim", None) or head_dim
     v_dim = getattr(config, "v_head_dim", None) or head_dim
+    layers = sum(p.numel() for p in decoder_layers(model, table).parameters())
+    layer_params = (layers - routed * (n_experts - top_k) // n_experts) // config.num_hidden_layers
     return ModelInfo(family=table.family, n_layers=config.num_hidden_layers, moe_layers=tuple(table.layers),
                      n_experts=n_experts, top_k=top_k, total_params=total,
                      active_params=total - routed * (n_experts - top_k) // n_experts, routed_expert_params=routed,
                      embedding_params=0 if embedding is head else embedding.numel(), vocab_size=config.vocab_size,
                      attention_flops_per_pair=2 * heads * (qk_dim + v_dim) * config.num_hidden_layers,
-                     context_length=getattr(config, "max_position_embeddings", None))
+                     context_length=getattr(config, "max_position_embeddings", None), layer_params=layer_params)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -69,6 +70,26 @@ class DynamicRun:
                             **cache_arg(model, self.cache), use_cache=True, logits_to_keep=1).logits[:, -1]
         self.can_join = not any(getattr(layer, "is_sliding", False) for layer in self.cache.layers)
 
+    @classmethod
+    def resumed(cls, model, table: DeltaTable, paused: PausedRow, last_token: int) -> DynamicRun:
+        """A one-row run continuing a paused row's cache: its last token (sampled, not yet run) is run now."""
+        run = cls.__new__(cls)
+        run.model, run.table, run.can_join = model, table, True
+        run.mask = run.prefill_mask = paused.mask
+        run.cache = DynamicCache(config=model.config)
+        for layer, (keys, values) in zip(run.cache.layers, paused.layers):
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys, values
+        run.logits = run.step(torch.tensor([last_token], device=paused.mask.device))
+        return run
+
+    def pause(self, row: int, delta: Tensor) -> PausedRow:
+        """Row `row`'s cache without its left padding, copied out of the batch, and the deltas it was made under."""
+        start = int((self.mask[row] == 0).sum())
+        layers = [(layer.keys[row:row + 1, :, start:].clone(), layer.values[row:row + 1, :, start:].clone())
+                  for layer in self.cache.layers]
+        return PausedRow(self.mask[row:row + 1, start:].clone(), layers, delta.clone())
+
     def join(self, other: DynamicRun, deltas: Tensor) -> None:
         """Append `other`'s rows (their deltas `[B, L, E]` follow this run's in `deltas`): caches and masks
         are left-padded to one length; positions come from the mask, so padding changes no row's values."""
@@ -90,6 +111,20 @@ class DynamicRun:
         return self.model(input_ids=tokens[:, None], attention_mask=self.mask,
                           position_ids=self.mask.sum(-1, keepdim=True) - 1,
                           **cache_arg(self.model, self.cache), use_cache=True).logits[:, -1]
+
+
+@dataclass
+class PausedRow:
+    """The cache of a row that left its batch at its budget and will come back for more (a rerouting chunk):
+    valid as long as its deltas are the ones it was made under."""
+    mask: Tensor                                # [1, T]
+    layers: list[tuple[Tensor, Tensor]]         # per layer: keys, values [1, H, T, D]
+    delta: Tensor                               # [L, E]
+
+    @property
+    def length(self) -> int:
+        """Tokens in the cache: the branch's context but its last token."""
+        return self.mask.shape[1]
 
 
 class StaticKV:

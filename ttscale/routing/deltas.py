@@ -24,6 +24,7 @@ class RoutingRecord:
     chosen_nll: dict[int, Tensor] = field(default_factory=dict)   # -(1/k) sum log p(chosen expert)
     entropy: dict[int, Tensor] = field(default_factory=dict)      # entropy of the router distribution
     chosen: dict[int, Tensor] = field(default_factory=dict)       # [B, T, k]: the experts picked
+    logp: dict[int, Tensor] | None = None                         # [B, T, E] log-probs, when asked for (trust guard)
 
     def per_row(self, mask: Tensor) -> tuple[Tensor, Tensor]:
         """`[B, L]` means over each row's valid tokens (`mask` is `[B, T]`): confidence score C and entropy."""
@@ -43,8 +44,10 @@ class DeltaTable:
         device = self.sites[0].router.weight.device
         self.values = torch.zeros(len(self.sites), 1, self.num_experts, device=device)
         self._buffers = {1: self.values}          # batch size -> its persistent buffer
-        self.trainable: set[int] | None = None    # slots that take gradient; None: all of them
+        self.leaves: list[Tensor] | None = None   # adaptation: one `[B, E]` autograd leaf per slot, used instead of `values`
         self.record: RoutingRecord | None = None  # when set, routers write their statistics into it
+        self.kl_ref: dict[int, Tensor] | None = None  # trust guard: `[B*T, E]` reference log-probs per slot
+        self.kl: dict[int, Tensor] = {}           # ... and each slot's KL from them, `[B, T]`, with gradient
         for slot, site in enumerate(self.sites):
             _install(site, slot, self)
 
@@ -74,11 +77,14 @@ class DeltaTable:
         """The current deltas as `[B, L, E]`."""
         return self.values.detach().transpose(0, 1).clone()
 
+    def train(self, slots: set[int]) -> None:
+        """Make the given slots' deltas autograd leaves (`leaves`) for the next forward; the others stay
+        constant, and a gradient asked of some leaves only runs the backward down to the lowest of them."""
+        self.leaves = [self.values[s].detach().clone().requires_grad_(s in slots) for s in range(len(self.sites))]
+
     def token_deltas(self, slot: int, n_tokens: int) -> Tensor:
         """`[n_tokens, E]`: each token gets its row's delta (tokens are row-major)."""
-        delta = self.values[slot]
-        if self.trainable is not None and slot not in self.trainable:
-            delta = delta.detach()
+        delta = self.values[slot] if self.leaves is None else self.leaves[slot]
         batch = delta.shape[0]
         if n_tokens % batch:
             raise RuntimeError(f"router saw {n_tokens} tokens, not a multiple of the delta table's {batch} rows")
@@ -101,6 +107,9 @@ def _install(site: RouterSite, slot: int, table: DeltaTable) -> None:
         weights, indices = rule.route(self, z, hidden.dtype)
         if table.record is not None:
             _observe(table, slot, rule.probs(self, z.detach()), indices)
+        if table.kl_ref is not None:
+            logp = rule.probs(self, z).clamp_min(1e-30).log()
+            table.kl[slot] = (logp.exp() * (logp - table.kl_ref[slot])).sum(-1).view(table.values.shape[1], -1)
         return z.to(logits.dtype), weights, indices
 
     router.forward = types.MethodType(forward, router)
@@ -112,3 +121,5 @@ def _observe(table: DeltaTable, slot: int, probs: Tensor, indices: Tensor) -> No
     table.record.chosen_nll[slot] = -logp.gather(1, indices).mean(-1).view(batch, -1)
     table.record.entropy[slot] = -(probs * logp).sum(-1).view(batch, -1)
     table.record.chosen[slot] = indices.view(batch, -1, indices.shape[-1])
+    if table.record.logp is not None:
+        table.record.logp[slot] = logp.view(batch, -1, logp.shape[-1])

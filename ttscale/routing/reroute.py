@@ -13,7 +13,9 @@ update are selected (PAPER.md 1.2). Later steps let gradient flow only into sele
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ttscale.branch import DeltaState
 from ttscale.routing.deltas import DeltaTable, RoutingRecord
+from ttscale.routing.guard import GUARDS, Decision, PhaseGuard, holdout_split
 
 SELECTIONS = ("uncertain", "confident", "all", "soft")
 _BETAS, _EPS = (0.9, 0.999), 1e-8
@@ -38,18 +41,30 @@ class RerouteConfig:
     kv: str = "recompute"              # recompute | keep: the KV cache after an adaptation
     keep_optimizer: bool = False       # carry Adam's moments across phases
     adapter: str = "auto"              # sglang backend: hf (gradient, on a local transformers copy) | spsa | auto
+    guard: str = "none"                # none (the paper's method) | holdout | trust (ttscale.routing.guard)
+    guard_holdout: float = 0.25        # holdout: share of the context's end held out
+    guard_margin: float = 0.0          # holdout: relative held-out improvement needed to keep the deltas
+    guard_patience: int = 2            # holdout: evaluations without a new best before a row stops
+    guard_sticky: bool = False         # a branch whose phase the guard rejected adapts no more
+    guard_kl: float = 1.0              # trust: weight of the routing KL from the phase's start
+    guard_collapse: float = 0.3        # trust: a fall of mean routing entropy by this share resets the row
 
     def __post_init__(self):
         checks = {
             "lr": self.lr > 0, "steps": self.steps >= 1, "interval": self.interval >= 1,
             "ratio": 0 < self.ratio <= 1, "select": self.select in SELECTIONS,
             "optimizer": self.optimizer in ("adam", "sgd"), "kv": self.kv in ("recompute", "keep"),
-            "adapter": self.adapter in ("auto", "hf", "spsa"),
+            "adapter": self.adapter in ("auto", "hf", "spsa"), "guard": self.guard in GUARDS,
+            "guard_holdout": 0 < self.guard_holdout < 1, "guard_margin": 0 <= self.guard_margin < 1,
+            "guard_patience": self.guard_patience >= 1, "guard_kl": self.guard_kl >= 0,
+            "guard_collapse": 0 < self.guard_collapse <= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid reroute setting {bad[0]}={getattr(self, bad[0])!r} "
-                             f"(select: {'|'.join(SELECTIONS)}; optimizer: adam|sgd; kv: recompute|keep; adapter: auto|hf|spsa)")
+                             f"(select: {'|'.join(SELECTIONS)}; optimizer: adam|sgd; kv: recompute|keep; adapter: auto|hf|spsa; "
+                             f"guard: {'|'.join(GUARDS)}; guard_holdout in (0, 1); guard_margin in [0, 1); "
+                             f"guard_patience >= 1; guard_kl >= 0; guard_collapse in (0, 1])")
 
     @classmethod
     def names(cls) -> list[str]:
@@ -59,9 +74,14 @@ class RerouteConfig:
 @dataclass
 class PhaseResult:
     """Per-row outcome of one adaptation phase."""
-    slots: Tensor            # [B, L] bool: layers updated
-    losses: Tensor           # [B, steps]: context NLL before each step
-    entropy: Tensor          # [B]: mean routing entropy over MoE layers before the phase
+    slots: Tensor                    # [B, L] bool: layers updated
+    losses: list[list[float]]        # per row: the fitted NLL at each forward (before each step; last: after)
+    entropy: Tensor                  # [B]: mean routing entropy over MoE layers before the phase
+    forwards: Tensor                 # [B]: forward passes over the row's context
+    backwards: Tensor                # [B]: backward passes
+    skipped_forward: Tensor          # [B]: decoder layers not run, summed over the row's forwards
+    skipped_backward: Tensor         # [B]: ... over its backwards (each stops at the lowest selected layer)
+    guard: list[Decision] | None     # per row, when a guard ran
 
 
 def select_layers(score: Tensor, cfg: RerouteConfig) -> tuple[Tensor, Tensor]:
@@ -96,22 +116,34 @@ def optimizer_step(state: DeltaState, grad: Tensor, mask: Tensor, lr: Tensor, cf
 
 def context_nll(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
                 chunk: int = 512) -> Tensor:
-    """`[B]`: each row's mean next-token cross-entropy over its own (unpadded) tokens.
+    """`[B]`: each row's mean next-token cross-entropy over its own (unpadded) tokens."""
+    return part_nll(model, input_ids, attention_mask, position_ids, [target_mask(attention_mask)], chunk)[0]
 
-    Logits are computed from the final hidden states `chunk` positions at a time under activation
-    checkpointing, so the float32 full-vocabulary logits of the whole context never exist at once.
+
+def target_mask(attention_mask: Tensor) -> Tensor:
+    """`[B, T-1]`: which next-token targets are real tokens predicted from a real token."""
+    return (attention_mask[:, 1:] * attention_mask[:, :-1]).bool()
+
+
+def part_nll(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
+             parts: list[Tensor], chunk: int = 512) -> list[Tensor]:
+    """For each part (a `[B, T-1]` target mask), each row's mean next-token cross-entropy over its targets.
+
+    One forward serves every part. Logits are computed from the final hidden states `chunk` positions at a
+    time under activation checkpointing, so the float32 full-vocabulary logits of the whole context never
+    exist at once.
     """
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               use_cache=False).last_hidden_state[:, :-1]
     head, scale = model.get_output_embeddings(), getattr(model.config, "logits_scaling", 1.0)
     targets = input_ids[:, 1:]
-    valid = (attention_mask[:, 1:] * attention_mask[:, :-1]).float()
-    total = hidden.new_zeros(input_ids.shape[0], dtype=torch.float32)
+    weights = [part.float() for part in parts]
+    totals = [hidden.new_zeros(input_ids.shape[0], dtype=torch.float32) for _ in parts]
     for start in range(0, targets.shape[1], chunk):
-        part = slice(start, start + chunk)
-        ce = checkpoint(_token_ce, head, hidden[:, part], targets[:, part], scale, use_reentrant=False)
-        total = total + (ce * valid[:, part]).sum(-1)
-    return total / valid.sum(-1).clamp(min=1)
+        span = slice(start, start + chunk)
+        ce = checkpoint(_token_ce, head, hidden[:, span], targets[:, span], scale, use_reentrant=False)
+        totals = [total + (ce * w[:, span]).sum(-1) for total, w in zip(totals, weights)]
+    return [total / w.sum(-1).clamp(min=1) for total, w in zip(totals, weights)]
 
 
 def _token_ce(head: nn.Module, hidden: Tensor, targets: Tensor, scale: float) -> Tensor:
@@ -120,28 +152,144 @@ def _token_ce(head: nn.Module, hidden: Tensor, targets: Tensor, scale: float) ->
 
 
 def adapt_rows(model: nn.Module, table: DeltaTable, input_ids: Tensor, attention_mask: Tensor,
-               state: DeltaState, cfg: RerouteConfig) -> PhaseResult:
-    """One adaptation phase for stacked row states (`[B, L, E]`, updated in place)."""
+               state: DeltaState, cfg: RerouteConfig, reuse_lower: bool = True,
+               full_backward: bool = False) -> PhaseResult:
+    """One adaptation phase for stacked row states (`[B, L, E]`, updated in place).
+
+    Work the fitted deltas cannot change is done once: every backward (the first one too) stops at the
+    lowest selected layer, since each layer's delta is its own autograd leaf, and later forwards start
+    from the hidden states entering that layer, kept from the first forward. Rows the guard stops leave
+    the batch. `reuse_lower=False` and `full_backward=True` (the first backward through every layer) undo
+    the two savings, so `ttscale bench` can measure them.
+    """
     if not cfg.keep_optimizer:
         state.reset_optimizer()
+    rows, n_slots = input_ids.shape[0], len(table.sites)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    losses, mask, lr, entropy = [], None, None, None
-    table.load(state.delta)
-    table.values.requires_grad_(True)
+    valid = target_mask(attention_mask)
+    fit, held = holdout_split(valid, cfg.guard_holdout) if cfg.guard == "holdout" else (valid, None)
+    guard = PhaseGuard(cfg, state) if cfg.guard != "none" else None
+    counts = {name: torch.zeros(rows, dtype=torch.long) for name in ("forward", "backward")}
+    skipped = {name: torch.zeros(rows, dtype=torch.long) for name in ("forward", "backward")}
+    losses: list[list[float]] = [[] for _ in range(rows)]
+    lower = LowerLayers(decoder_layers(model, table)) if reuse_lower else None
+    active, trainable = torch.arange(rows), set()
+    entropy_after = torch.full((rows,), math.nan)      # after the last step, where a guarded phase measured it
+    last = cfg.steps if guard is not None else cfg.steps - 1     # a guarded phase also evaluates its last step
     try:
-        for step in range(cfg.steps):
-            table.record = RoutingRecord() if step == 0 else None
-            nll = context_nll(model, input_ids, attention_mask, position_ids)
-            (grad,) = torch.autograd.grad(nll.sum(), table.values)
-            losses.append(nll.detach())
-            if step == 0:
+        for step in range(last + 1):
+            if guard is not None:
+                active = active[guard.active[active]]
+            if len(active) == 0:
+                break
+            first, evaluate_only = step == 0, step == cfg.steps
+            table.load(state.delta[active])
+            table.record = (RoutingRecord(logp={} if first and cfg.guard == "trust" else None)
+                            if first or evaluate_only else None)
+            table.train(set(range(n_slots)) if first else set() if evaluate_only else trainable)
+            with (lower.skipping(active) if lower is not None and not first else nullcontext()):
+                parts = part_nll(model, input_ids[active], attention_mask[active], position_ids[active],
+                                 [fit[active]] + ([held[active]] if held is not None else []))
+            counts["forward"][active] += 1
+            if first:
                 score, entropy = table.record.per_row(attention_mask)
+                entropy = entropy.mean(-1)
                 mask, lr = select_layers(score, cfg)
-                table.trainable = set(mask.any(0).nonzero().flatten().tolist())
+                trainable = set(mask.any(0).nonzero().flatten().tolist())
+                lowest = min(table.layers[s] for s in trainable)
+                if lower is not None:
+                    lower.settle(lowest)
+                if cfg.guard == "trust":
+                    table.kl_ref = {slot: logp.reshape(-1, logp.shape[-1]) for slot, logp in table.record.logp.items()}
+            elif lower is not None:
+                skipped["forward"][active] += lowest
+            if evaluate_only:
+                entropy_after[active] = table.record.per_row(attention_mask[active])[1].mean(-1).cpu()
+            if guard is not None:
+                guard.observe(step, active, parts[1] if held is not None else None, state)
+            for i, row in enumerate(active.tolist()):
+                losses[row].append(float(parts[0][i].detach()))
+            if evaluate_only:
+                break
+            going = torch.ones(len(active), dtype=torch.bool) if guard is None else guard.active[active]
+            stepping = active[going]
+            if not len(stepping):
+                break
+            loss = parts[0]
+            if cfg.guard == "trust" and not first:
+                loss = loss + cfg.guard_kl * _mean_kl(table, attention_mask[active], n_slots)
+            wanted = range(n_slots) if first and full_backward else sorted(trainable)
+            grads = dict(zip(wanted, torch.autograd.grad(loss[going].sum(), [table.leaves[slot] for slot in wanted])))
+            counts["backward"][stepping] += 1
+            skipped["backward"][stepping] += 0 if first and full_backward else lowest
+            table.kl = {}
+            if guard is not None:
+                guard.stepped(stepping)
             with torch.no_grad():
-                optimizer_step(state, grad.transpose(0, 1), mask, lr, cfg)
-                table.values.copy_(state.delta.transpose(0, 1))
+                grad = torch.zeros(len(active), n_slots, state.delta.shape[-1], device=state.delta.device)
+                for slot in trainable:
+                    grad[:, slot] = grads[slot]
+                sub = DeltaState(*(t[stepping] for t in state.tensors()))
+                optimizer_step(sub, grad[going], mask[stepping], lr[stepping], cfg)
+                for mine, theirs in zip(state.tensors(), sub.tensors()):
+                    mine[stepping] = theirs
     finally:
-        table.values.requires_grad_(False)
-        table.record, table.trainable = None, None
-    return PhaseResult(mask, torch.stack(losses, dim=1), entropy.mean(-1))
+        table.leaves, table.record, table.kl_ref, table.kl = None, None, None, {}
+        if lower is not None:
+            lower.release()
+    decisions = guard.finish(state, entropy, entropy_after) if guard is not None else None
+    return PhaseResult(mask, losses, entropy, counts["forward"], counts["backward"], skipped["forward"],
+                       skipped["backward"], decisions)
+
+
+def _mean_kl(table: DeltaTable, attention_mask: Tensor, n_slots: int) -> Tensor:
+    """`[B]`: mean over tokens and MoE layers of the routing KL from the phase's start (skipped layers: 0)."""
+    weights = attention_mask.float() / attention_mask.float().sum(-1, keepdim=True).clamp(min=1)
+    return sum((kl * weights).sum(-1) for kl in table.kl.values()) / n_slots
+
+
+def decoder_layers(model: nn.Module, table: DeltaTable) -> nn.ModuleList:
+    """The model's list of decoder layers (the routers' `...layers.<i>...` parent)."""
+    name = table.sites[0].name
+    return model.get_submodule(name[:name.index(f"layers.{table.sites[0].layer}")] + "layers")
+
+
+class LowerLayers:
+    """The decoder layers below the lowest layer an adaptation phase fits: their output does not depend on
+    the deltas being fitted, so the phase's first forward keeps it (hooks on every layer, settled to one once
+    the layers are selected) and later forwards skip those layers."""
+
+    def __init__(self, layers: nn.ModuleList):
+        self.layers, self.layer, self.kept, self._outputs = layers, 0, None, {}
+        self._hooks = [layer.register_forward_hook(self._keeper(i)) for i, layer in enumerate(layers)]
+
+    def _keeper(self, index: int):
+        def keep(module, args, output):
+            self._outputs[index] = output.detach()
+        return keep
+
+    def settle(self, layer: int) -> None:
+        """Keep the hidden states entering decoder layer `layer` (the output of the one below)."""
+        self.release()
+        self.layer, self.kept, self._outputs = layer, self._outputs.get(layer - 1), {}
+
+    @contextmanager
+    def skipping(self, rows: Tensor) -> Iterator[None]:
+        """Within: the layers below `layer` return the kept hidden states of `rows` instead of computing."""
+        if self.layer == 0:
+            yield
+            return
+        kept = self.kept[rows]
+        for i in range(self.layer):
+            self.layers[i].forward = (lambda hidden_states, *a, **k: hidden_states) if i < self.layer - 1 \
+                else (lambda *a, **k: kept)
+        try:
+            yield
+        finally:
+            for i in range(self.layer):
+                del self.layers[i].forward
+
+    def release(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []

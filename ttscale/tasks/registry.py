@@ -12,7 +12,7 @@ from ttscale.tasks.jsonl import JsonlTask
 from ttscale.tasks.math import GSM8K, Math500
 
 TASKS = {cls.name: cls for cls in (GSM8K, Math500, HumanEval, MBPP, MMLU, ARC)}
-DEMO_TASKS = ("demo", "demo-shift")
+DEMO_TASKS = ("demo", "demo-shift", "demo-mix")
 
 
 @dataclass
@@ -25,8 +25,8 @@ class TaskSettings:
 def load_task(name_or_file: str, settings: TaskSettings | None = None) -> Task:
     settings = settings or TaskSettings()
     if name_or_file in DEMO_TASKS:
-        from ttscale.demo.task import DemoTask
-        return DemoTask(shift=name_or_file == "demo-shift", split=settings.split,
+        from ttscale.demo.task import SHIFTS, DemoTask
+        return DemoTask(shift=SHIFTS[name_or_file], split=settings.split,
                         shots=None if settings.shots == -1 else settings.shots,
                         seed=None if settings.seed == -1 else settings.seed)
     if settings.split != "test":
