@@ -53,3 +53,12 @@ def cli():
             raise result.exception
         return result.exit_code, result.stdout, result.stderr
     return invoke
+
+
+@pytest.fixture(scope="session")
+def demo_backend():
+    """The hf backend on the bundled demo model (fp32 CPU), as `ttscale serve` and `ttscale run` load it."""
+    from ttscale.backends.hf import HFBackend
+    from ttscale.demo import DEMO_MODEL
+
+    return HFBackend(str(DEMO_MODEL), device="cpu", decode="dynamic")

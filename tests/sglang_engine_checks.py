@@ -2,8 +2,8 @@
 
 Run by tests/test_sglang_cpu.py in a process of its own in the SGLang environment (tests/sglang_env.py);
 one engine for the module (started once, ~30 s). Checks:
-zero-delta parity with the hf backend, a delta changing only its own request in a mixed batch,
-every strategy end to end with its records compared to the hf backend's, the context limit, and the
+zero-delta parity with the hf backend, scoring with the most likely tokens, a delta changing only its own
+request in a mixed batch, every strategy end to end with its records compared to the hf backend's, the context limit, and the
 issue-16 defects (zero-delta rows refused, the tiny OLMoE not loading, requests past the context).
 """
 
@@ -64,6 +64,27 @@ def test_zero_deltas_match_the_hf_backend(engines, prompts):
     scored = sgl.score(ours)
     for a, s in zip(theirs, scored):
         assert s == pytest.approx(a.logprobs, abs=LOGPROB_TOLERANCE)
+
+
+def test_score_top_gives_the_most_likely_tokens(engines):
+    """score_top (log-probs with the k most likely tokens, for `ttscale serve`'s logprobs): the same
+    log-probs as score, k alternatives per position, most likely first, the scored token never above the
+    first; the ranking agrees with the hf backend's but for bf16 near-ties."""
+    from ttscale.branch import Branch
+    from ttscale.demo.task import DemoTask
+
+    sgl, hf = engines
+    task = DemoTask()
+    branches = [Branch(tokens=hf.tokenizer(p.prompt + task.reference(p)).input_ids, prompt_len=1)
+                for p in task.load(PROBLEMS)]
+    ours, theirs = sgl.score_top(branches, 3), hf.score_top(branches, 3)
+    for b, s, t in zip(branches, ours, theirs):
+        assert s.logprobs == sgl.score([b])[0] and len(s.top) == len(s.logprobs) == len(b.tokens) - 1
+        for lp, top in zip(s.logprobs, s.top):
+            values = [v for _, v in top]
+            assert len(top) == 3 and values == sorted(values, reverse=True) and lp <= values[0] + 1e-3
+        agree = sum(a[0][0] == c[0][0] for a, c in zip(s.top, t.top)) / len(s.top)
+        assert agree > 0.8, agree
 
 
 def test_zero_delta_and_delta_rows_go_in_one_batch(engines, prompts):

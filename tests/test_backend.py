@@ -62,6 +62,26 @@ def test_score_reproduces_generation_logprobs(backend):
         assert scored == pytest.approx(b.logprobs, abs=1e-4)
 
 
+def test_score_top_ranks_the_whole_distribution(backend):
+    """score_top: the same log-probs as score, and at each position the k most likely tokens of the full
+    next-token distribution, most likely first, batched rows as single ones."""
+    import torch
+
+    branches = [backend.new_branch(MESSAGES), backend.new_branch([{"role": "user", "content": "def add(a, b):"}])]
+    backend.extend(branches, Sampling(temperature=1.0, max_new_tokens=6))
+    scored = backend.score_top(branches, 3, start=1)
+    for b, s in zip(branches, scored):
+        assert s.logprobs == backend.score([b], start=1)[0]
+        [alone] = backend.score_top([b], 3, start=1)
+        assert s.logprobs == pytest.approx(alone.logprobs, abs=1e-5)
+        with torch.no_grad():
+            logits = backend.model(input_ids=torch.tensor([b.tokens])).logits[0, :-1].float().log_softmax(-1)
+        assert [[t for t, _ in top] for top in s.top] == logits.topk(3).indices.tolist()
+        assert [v for top in s.top for _, v in top] == pytest.approx(logits.topk(3).values.flatten().tolist(), abs=1e-5)
+        assert all(lp <= top[0][1] + 1e-6 for lp, top in zip(s.logprobs, s.top))
+    assert backend.score_top(branches, 0)[0].top == []
+
+
 def test_a_branch_at_the_context_length_finishes_with_length(tmp_path):
     """The budget is capped at the context (both backends: `runnable`); the cut branch finishes with "length"."""
     from ttscale.backends.base import PromptTooLong

@@ -3,61 +3,30 @@ on the bundled demo model with small max_tokens."""
 
 import concurrent.futures
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from serve_process import ROOT, cli_message, env, serving
 
 from ttscale.demo.task import DemoTask
 from ttscale.demo import DEMO_MODEL
 from ttscale.runs import RunConfig, execute
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = "test-key"
 PROMPT = "Q: add 695 60\nA: 5+0=5; 9+6=15 c1; 6+0+1=7; = 755\nQ: add 7177 38\nA:"
 LIMITS = ["--max-n", "8", "--max-tokens", "64", "--max-body", "65536", "--max-queue", "40"]
 
 
-def _env():
-    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, cli_runs):
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("serve") / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "ttscale.cli", "serve", "--port", str(port), "--api-key", KEY,
-                             *LIMITS], env=_env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while True:
-        assert proc.poll() is None, Path(log.name).read_text()
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.3)
-    yield proc, url, Path(log.name)
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    log.close()
+    with serving(tmp_path_factory.mktemp("serve"), "--api-key", KEY, *LIMITS) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +49,7 @@ class CliRun:
         sets = [x for item in sets for x in ("--set", item)]
         self.proc = subprocess.Popen([sys.executable, "-m", "ttscale.cli", "run", "--task", str(task), "--strategy",
                                       strategy, "--n", str(n), "--seed", str(seed), *sets, "--out", str(self.out)],
-                                     env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     env=env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def records(self):
         _, err = self.proc.communicate(timeout=300)
@@ -171,14 +140,6 @@ def test_32_concurrent_requests_answer_as_ttscale_run(client, tmp_path):
     assert [a.model_extra["ttscale"]["prediction"] for a in answers] == [r["prediction"] for r in records]
 
 
-def _cli_message(**fields):
-    try:
-        RunConfig(model="demo", task="demo", **fields)
-    except ValueError as e:
-        return str(e)
-    raise AssertionError("expected a ValueError")
-
-
 def _tokens(text):
     from transformers import AutoTokenizer
 
@@ -187,11 +148,11 @@ def _tokens(text):
 
 LONG, NEARLY = "Q: add 1 2\n" * 200, "Q: add 1 2\n" * 185
 BAD = [
-    ({"ttscale": {"strategy": "reroute+scc"}}, _cli_message(strategy="reroute+scc")),
-    ({"model": "nonsense@2"}, _cli_message(strategy="nonsense", n=2)),
+    ({"ttscale": {"strategy": "reroute+scc"}}, cli_message(strategy="reroute+scc")),
+    ({"model": "nonsense@2"}, cli_message(strategy="nonsense", n=2)),
     ({"ttscale": {"strategy": "sc", "set": {"reroute.lrr": 0.1}}},          # named as the request gave it
-     _cli_message(strategy="sc", overrides=["reroute.lrr=0.1"]).replace("in --set", "in ttscale.set")),
-    ({"ttscale": {"strategy": "sc", "set": {"sc.vote": "loud"}}}, _cli_message(strategy="sc", overrides=["sc.vote=loud"])),
+     cli_message(strategy="sc", overrides=["reroute.lrr=0.1"]).replace("in --set", "in ttscale.set")),
+    ({"ttscale": {"strategy": "sc", "set": {"sc.vote": "loud"}}}, cli_message(strategy="sc", overrides=["sc.vote=loud"])),
     ({"ttscale": {"n": 0}}, "ttscale.n must be a positive integer, got 0"),
     ({"max_tokens": 0}, "max_tokens must be a positive integer, got 0"),
     ({"max_tokens": -3}, "max_tokens must be a positive integer, got -3"),
@@ -199,7 +160,7 @@ BAD = [
     ({"max_tokens": 65}, "max_tokens 65 is over this server's limit of 64 (--max-tokens)"),
     ({"temperature": "hot"}, 'temperature must be a number, got "hot"'),
     ({"model": "sc@9"}, "n 9 is over this server's limit of 8 (--max-n)"),
-    ({"model": "reroute", "n": 2}, _cli_message(strategy="reroute", n=2)),
+    ({"model": "reroute", "n": 2}, cli_message(strategy="reroute", n=2)),
     ({"model": "greedy", "n": 2}, "n=2 choices asked, but strategy greedy draws 1 sample(s); ask for greedy@2 (or ttscale.n)"),
     ({"messages": []}, "messages must be a non-empty list of {role, content} objects"),
     ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content must be a string or a list of text parts"),
@@ -236,8 +197,11 @@ def test_errors_auth_and_limits_then_a_good_request(server, client):
         openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
     assert wrong.value.status_code == 401 and "API key" in _error(wrong.value)["message"]
     for headers in ({}, {"Authorization": "Basic dGVzdC1rZXk="}):
-        r = httpx.get(f"{url}/v1/models", headers=headers)
-        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        for route in ("/v1/models", "/tokenizer_info", "/v1/tokenizer_info"):
+            r = httpx.get(f"{url}{route}", headers=headers)
+            assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    assert httpx.post(f"{url}/tokenize", json={"prompt": "Q"}).status_code == 401
+    assert httpx.post(f"{url}/tokenize", json={"prompt": "Q"}, headers=auth).json()["tokens"]
     r = httpx.post(f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 401
     assert httpx.get(f"{url}/health").status_code == 200             # no key needed

@@ -249,6 +249,7 @@ def serve(
     max_n: int = typer.Option(64, help="Most samples or choices per request (400 above)."),
     max_tokens: int = typer.Option(4096, help="Most generated tokens per branch (400 above)."),
     max_queue: int = typer.Option(256, help="Most requests queued or in flight (429 above)."),
+    max_logprobs: int = typer.Option(20, help="Most likely alternatives per token with log-probs (400 above)."),
     concurrency: int = typer.Option(32, help="Requests in flight at once, their branches sharing batches."),
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),
     dtype: Optional[str] = typer.Option(None, help="bfloat16 | float16 | float32 (default: bf16 on GPU, fp32 on CPU)."),
@@ -261,7 +262,8 @@ def serve(
 
     cfg = ServeConfig(model=model, backend=backend, strategy=strategy, n=n, overrides=list(set_), host=host,
                       port=port, api_key=api_key or None, concurrency=concurrency,
-                      limits=Limits(max_body=max_body, max_n=max_n, max_tokens=max_tokens, max_queue=max_queue),
+                      limits=Limits(max_body=max_body, max_n=max_n, max_tokens=max_tokens, max_queue=max_queue,
+                                    max_logprobs=max_logprobs),
                       backend_options={"device": device, "dtype": dtype, "batch_size": batch_size, "decode": decode})
     try:
         check(cfg)

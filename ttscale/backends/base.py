@@ -48,6 +48,14 @@ class ExtendRequest:
         return left if self.max_new_tokens is None else min(left, self.max_new_tokens)
 
 
+@dataclass
+class Scored:
+    """A branch's tokens from some position on: each one's log-prob, and the `k` most likely tokens
+    (id, log-prob) at each of those positions, most likely first (`top` is empty when k is 0)."""
+    logprobs: list[float]
+    top: list[list[tuple[int, float]]]
+
+
 class PromptTooLong(ValueError):
     """A prompt that does not fit the model's context: the problem cannot be run."""
 
@@ -155,6 +163,9 @@ class Backend(Protocol):
 
     def score(self, branches: Sequence[Branch], start: int | None = None) -> list[list[float]]:
         """Log-probs of each branch's existing tokens from `start` (default: its prompt length) on."""
+
+    def score_top(self, branches: Sequence[Branch], k: int, start: int | None = None) -> list[Scored]:
+        """`score`, with the `k` most likely tokens at each scored position."""
 
     def adapt(self, branches: Sequence[Branch], cfg: RerouteConfig) -> list[Branch]:
         """One adaptation phase (cfg.steps gradient steps) on each branch's deltas, over its context."""

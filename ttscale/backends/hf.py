@@ -20,8 +20,8 @@ from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from ttscale.backends.base import (ChatBranches, ExtendRequest, ModelInfo, at_length_limit, check_local_dir,
-                                   runnable)
+from ttscale.backends.base import (ChatBranches, ExtendRequest, ModelInfo, Scored, at_length_limit,
+                                   check_local_dir, runnable)
 from ttscale.backends.kv import DynamicRun, PausedRow, StaticKV, StaticRun, supports_static
 from ttscale.backends.options import check_options, torch_device
 from ttscale.backends.sampler import sample
@@ -214,19 +214,26 @@ class HFBackend(ChatBranches):
 
     # --- score and adapt -----------------------------------------------------------------------
 
-    @torch.no_grad()
     def score(self, branches: Sequence[Branch], start: int | None = None) -> list[list[float]]:
+        return [s.logprobs for s in self.score_top(branches, 0, start)]
+
+    @torch.no_grad()
+    def score_top(self, branches: Sequence[Branch], k: int, start: int | None = None) -> list[Scored]:
         scores = []
         for chunk in _chunks(branches, self._context_batch):
             ids, mask = self._batch(chunk)
             self.table.load(self._stacked(chunk).delta)
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                                 use_cache=False).logits
-            logprobs = logits[:, :-1].float().log_softmax(-1).gather(2, ids[:, 1:, None]).squeeze(2)
+            distribution = logits[:, :-1].float().log_softmax(-1)
+            logprobs = distribution.gather(2, ids[:, 1:, None]).squeeze(2)
+            top = distribution.topk(min(k, distribution.shape[-1]), dim=-1) if k else None
             for row, b in enumerate(chunk):
                 first = max(1, b.prompt_len if start is None else start)
-                offset = ids.shape[1] - len(b.tokens) - 1      # logprobs[offset + i] scores token i
-                scores.append(logprobs[row, offset + first:].tolist())
+                at = ids.shape[1] - len(b.tokens) - 1 + first      # logprobs[row, at + i] scores token first + i
+                best = [] if top is None else [list(zip(i, v)) for i, v in zip(top.indices[row, at:].tolist(),
+                                                                               top.values[row, at:].tolist())]
+                scores.append(Scored(logprobs[row, at:].tolist(), best))
                 b.compute.score_tokens += len(b.tokens)
                 b.compute.attention_pairs_forward += _triangle(len(b.tokens))
         return scores

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import torch
 from transformers import AutoTokenizer
 
-from ttscale.backends.base import ChatBranches, ExtendRequest, ModelInfo, at_length_limit, runnable
+from ttscale.backends.base import ChatBranches, ExtendRequest, ModelInfo, Scored, at_length_limit, runnable
 from ttscale.backends.sampling import Sampling
 from ttscale.branch import Branch, DeltaState
 from ttscale.routing.reroute import RerouteConfig
@@ -97,7 +97,7 @@ class SGLangClient(ChatBranches):
     # --- requests -----------------------------------------------------------------------------
 
     def _row(self, b: Branch, sampling_params: dict[str, Any], return_logprob: bool = False,
-             logprob_start_len: int = -1) -> dict[str, Any]:
+             logprob_start_len: int = -1, top_logprobs: int = 0) -> dict[str, Any]:
         """One generate request for the branch: its context, its delta (when nonzero) with the matching
         cache salt, and the pass-through processor that makes SGLang hand the delta to the model."""
         delta = None if b.delta is None else b.delta.delta.detach().float().cpu()
@@ -108,7 +108,7 @@ class SGLangClient(ChatBranches):
         return {"input_ids": list(b.tokens), "sampling_params": {**sampling_params, "custom_params": custom},
                 "rid": f"{self._rid_prefix}-{b.id}-{next(self._rids)}", "cache_salt": salt,
                 "custom_logit_processor": self._processor, "return_logprob": return_logprob,
-                "logprob_start_len": logprob_start_len}
+                "logprob_start_len": logprob_start_len, **({"top_logprobs_num": top_logprobs} if top_logprobs else {})}
 
     def _warm(self, branches: Sequence[Branch]) -> None:
         """Prefill once each zero-delta context that several branches share."""
@@ -161,17 +161,23 @@ class SGLangClient(ChatBranches):
         self.set_text(b, r.stop)
 
     def score(self, branches: Sequence[Branch], start: int | None = None) -> list[list[float]]:
-        """Log-probs of the branches' tokens from `start` on, under each branch's delta (`logprob_start_len`
-        caps prefix reuse, so they are recomputed under the branch's own delta)."""
+        return [s.logprobs for s in self.score_top(branches, 0, start)]
+
+    def score_top(self, branches: Sequence[Branch], k: int, start: int | None = None) -> list[Scored]:
+        """Log-probs (and the k most likely tokens) of the branches' tokens from `start` on, under each
+        branch's delta (`logprob_start_len` caps prefix reuse, so they are recomputed under its own delta)."""
         firsts = [max(1, b.prompt_len if start is None else start) for b in branches]
         outputs = self._submit([self._row(b, {"max_new_tokens": 0}, return_logprob=True,
-                                          logprob_start_len=min(first, len(b.tokens)) - 1)
+                                          logprob_start_len=min(first, len(b.tokens)) - 1, top_logprobs=k)
                                 for b, first in zip(branches, firsts)])
         scores = []
         for b, first, out in zip(branches, firsts, outputs):
-            values = [lp for lp, *_ in out["meta_info"]["input_token_logprobs"] if lp is not None]
+            meta = out["meta_info"]
+            values = [lp for lp, *_ in meta["input_token_logprobs"] if lp is not None]
             wanted = max(0, len(b.tokens) - first)
-            scores.append([float(v) for v in values[len(values) - wanted:]] if wanted else [])
+            tops = (meta.get("input_top_logprobs") or [])[-wanted:] if k and wanted else []
+            scores.append(Scored([float(v) for v in values[len(values) - wanted:]] if wanted else [],
+                                 [[(int(i), float(v)) for v, i, *_ in row or []] for row in tops]))
             b.compute.score_tokens += len(b.tokens)
             b.compute.attention_pairs_forward += _triangle(len(b.tokens))
         return scores

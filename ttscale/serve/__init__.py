@@ -1,10 +1,14 @@
 """`ttscale serve`: test-time scaling behind an OpenAI-compatible HTTP endpoint (docs/serve.md).
 
     app.py        the routes, auth, limits, errors
-    schemas.py    request parsing and validation: a request to a `RunConfig` and its messages
+    schemas.py    request parsing and validation: a request to a `RunConfig` and its prompts
     scheduler.py  the thread that owns the backend and solves every request through one `InFlight`
-    responses.py  OpenAI-style bodies and stream chunks from a problem's record, the `ttscale` field
-    task.py       a request's task: its messages, the answers of a JSONL task
+    answer.py     one prompt, solved in that thread: the strategy's record, then log-probs when asked
+    scoring.py    log-probs of the prompt and the choices (the backend's `score_top`, as an op)
+    responses.py  OpenAI-style bodies and stream chunks from the records, log-probs, the `ttscale` field
+    stream.py     live streams: one-branch strategies' text as it is decoded
+    tokens.py     the tokenizer routes (/tokenize, /detokenize, /tokenizer_info)
+    task.py       a request's task: its prompt's tokens and branches, the answers of a JSONL task
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ def check(cfg: ServeConfig) -> Defaults:
     for name in ("max_body", "max_n", "max_tokens", "max_queue"):
         if getattr(cfg.limits, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg.limits, name)}")
+    if cfg.limits.max_logprobs < 0:
+        raise ValueError(f"--max-logprobs must be at least 0, got {cfg.limits.max_logprobs}")
     defaults = cfg.defaults()
     try:
         parse("chat", {"messages": [{"role": "user", "content": ""}]}, defaults, cfg.limits)
