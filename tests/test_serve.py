@@ -4,6 +4,7 @@ on the bundled demo model with small max_tokens."""
 import concurrent.futures
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -278,7 +279,7 @@ def test_serve_refuses_at_start_before_loading_anything(case):
         args = {"busy port": ["serve", "--port", str(busy.getsockname()[1])],
                 "kv=keep": ["serve", "--set", "reroute.kv=keep"]}[case]
         done = subprocess.run([sys.executable, "-c", SERVE_PROBE, json.dumps(args)], capture_output=True, text=True,
-                              env=_env(), timeout=120)
+                              env=env(), timeout=120)
     code, err, torch_loaded = json.loads(done.stdout)
     assert code == 2 and len(err.splitlines()) == 1 and not torch_loaded, err
     assert {"busy port": "cannot listen on 127.0.0.1:", "kv=keep": "reroute.kv=keep runs one problem"}[case] in err
