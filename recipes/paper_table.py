@@ -1,7 +1,7 @@
 """The paper's table: base model vs continuous rerouting on its models and benchmarks, with its settings.
 
     python recipes/paper_table.py --out runs/paper                      # where the hub is reachable
-    python recipes/paper_table.py --models ./tiny-olmoe --tasks gsm8k --limit 5 --set sample.max_new_tokens=32
+    python recipes/paper_table.py --models demo --tasks gsm8k --limit 5 --set sample.max_new_tokens=32
 
 Each (model, task, strategy) is an ordinary resumable `ttscale run` into OUT/<model>/<task>/<strategy>.
 `--sc N` adds self-consistency with and without rerouting (the paper's DeepSeek-V2-Lite + SC result).

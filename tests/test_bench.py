@@ -24,6 +24,8 @@ def test_bench_smoke_writes_every_measurement(tmp_path):
 
 def test_step_bytes_counts_the_experts_a_batch_touches():
     backend = build_backend(BenchConfig(shape="tiny", layers=2))
+    config = backend.model.config           # special token ids inside the vocabulary: no transformers warning
+    assert all(v is None or 0 <= v < config.vocab_size for k, v in config.to_dict().items() if k.endswith("_token_id"))
     info = backend.info
     one, many = step_bytes(backend, 1), step_bytes(backend, 10_000)
     assert many == (info.total_params - info.embedding_params) * 4      # every expert, fp32

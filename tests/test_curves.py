@@ -100,3 +100,27 @@ def test_pooled_reroute_curve_at_n1_costs_what_a_reroute_run_costs(tmp_path):
         assert pooled[0].x == pytest.approx(single.x, rel=0.05)
         assert pooled[-1].x == pytest.approx(sum(compute_of(r["compute"], x) for r in records) / 3)
         assert pooled[0].x < pooled[1].x < pooled[2].x < 2 * pooled[0].x     # the adaptation dominates
+
+
+def test_runs_on_different_tasks_are_named_and_said(tmp_path, caplog):
+    first = write_run(tmp_path / "a", "greedy", 1, [[("a", True)], [("b", False)]])
+    second = write_run(tmp_path / "b", "greedy", 1, [[("a", True)]] * 3)
+    summary = json.loads((second / "summary.json").read_text())
+    summary["config"]["task"] = "demo-shift"
+    (second / "summary.json").write_text(json.dumps(summary))
+    points = write_curve([first, second], tmp_path / "c.png")
+    assert [p.label for p in points] == ["greedy on t.jsonl", "greedy on demo-shift"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "different tasks (t.jsonl, demo-shift)" in warning
+    caplog.clear()
+    same = write_run(tmp_path / "c", "greedy", 1, [[("b", False)]])
+    assert [p.label for p in write_curve([first, same], tmp_path / "d.png")] == ["greedy (a)", "greedy (c)"]
+    assert not caplog.records
+
+
+def test_a_single_answer_point_has_the_report_s_interval(cli, tmp_path):
+    out = tmp_path / "run"
+    assert cli("run", "--limit", 5, "--set", "sample.max_new_tokens=24", "--out", out)[0] == 0
+    (point,) = run_points(out)
+    (row,) = report_rows([out])
+    assert f"{point.low:.3f}-{point.high:.3f}" == row["95% CI"]

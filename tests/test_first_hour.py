@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from cli_errors import one_line_error
 from typer.testing import CliRunner
 
 from ttscale.cli import app
@@ -21,13 +22,6 @@ def invoke(*args):
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
-    for needle in needles:
-        assert needle in err, err
 
 
 @pytest.fixture(scope="module")
@@ -207,4 +201,24 @@ def test_warnings_during_a_run_are_shown_once_after_the_bar(capsys, tmp_path):
             warnings.warn("old api", FutureWarning)
             advance({"correct": True}, 0)
     err = capsys.readouterr().err
-    assert err.count("FutureWarning: old api") == 1 and err.startswith("warning: ")
+    assert err.count("FutureWarning: old api") == 1 and err.splitlines()[-1].startswith("warning: ")
+
+
+# --- help screens, version, presets ------------------------------------------------------------
+
+def test_version_and_help_screens_without_bool_hints():
+    from ttscale import __version__
+
+    code, out, _ = invoke("--version")
+    assert code == 0 and out.strip() == f"ttscale {__version__}"
+    for command in ([], ["run"], ["serve"], ["report"], ["bench"]):
+        code, out, _ = invoke(*command, "--help")
+        assert code == 0 and "<bool>" not in out and "--help" in out, out
+    assert "SECTION.KEY=VALUE" in invoke("run", "--help")[1]
+
+
+def test_strategies_shows_what_a_preset_sets():
+    code, out, _ = invoke("strategies")
+    row = next(line for line in out.splitlines() if "reroute-testbed" in line)
+    assert code == 0 and "preset of reroute" in row and "reroute.lr = 0.2" in row
+    assert "reroute.steps = 20" in out and "task.extract = ''" in out

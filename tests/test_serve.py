@@ -4,6 +4,7 @@ on the bundled demo model with small max_tokens."""
 import concurrent.futures
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -150,7 +151,8 @@ LONG, NEARLY = "Q: add 1 2\n" * 200, "Q: add 1 2\n" * 185
 BAD = [
     ({"ttscale": {"strategy": "reroute+scc"}}, cli_message(strategy="reroute+scc")),
     ({"model": "nonsense@2"}, cli_message(strategy="nonsense", n=2)),
-    ({"ttscale": {"strategy": "sc", "set": {"reroute.lrr": 0.1}}}, cli_message(strategy="sc", overrides=["reroute.lrr=0.1"])),
+    ({"ttscale": {"strategy": "sc", "set": {"reroute.lrr": 0.1}}},          # named as the request gave it
+     cli_message(strategy="sc", overrides=["reroute.lrr=0.1"]).replace("in --set", "in ttscale.set")),
     ({"ttscale": {"strategy": "sc", "set": {"sc.vote": "loud"}}}, cli_message(strategy="sc", overrides=["sc.vote=loud"])),
     ({"ttscale": {"n": 0}}, "ttscale.n must be a positive integer, got 0"),
     ({"max_tokens": 0}, "max_tokens must be a positive integer, got 0"),
@@ -254,3 +256,30 @@ def test_sigterm_finishes_requests_in_flight_then_exits(server, client):
     thread.join(120)
     assert result["r"].choices[0].message.content
     assert proc.wait(60) == 0, log.read_text()[-2000:]
+
+
+def test_the_server_says_what_it_serves(server):
+    assert "serving demo (hf on cpu, float32) at http://127.0.0.1:" in server[2].read_text()
+
+
+SERVE_PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from ttscale.cli import app
+r = CliRunner().invoke(app, json.loads(sys.argv[1]))
+print(json.dumps([r.exit_code, r.stderr.strip(), "torch" in sys.modules]))
+"""
+
+
+@pytest.mark.parametrize("case", ["busy port", "kv=keep"])
+def test_serve_refuses_at_start_before_loading_anything(case):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        args = {"busy port": ["serve", "--port", str(busy.getsockname()[1])],
+                "kv=keep": ["serve", "--set", "reroute.kv=keep"]}[case]
+        done = subprocess.run([sys.executable, "-c", SERVE_PROBE, json.dumps(args)], capture_output=True, text=True,
+                              env=env(), timeout=120)
+    code, err, torch_loaded = json.loads(done.stdout)
+    assert code == 2 and len(err.splitlines()) == 1 and not torch_loaded, err
+    assert {"busy port": "cannot listen on 127.0.0.1:", "kv=keep": "reroute.kv=keep runs one problem"}[case] in err

@@ -1,6 +1,6 @@
 """ttscale: composable test-time scaling for Mixture-of-Experts language models.
 
-The Python API, imported lazily so that `import ttscale` stays cheap:
+The Python API (docs/api.md), imported lazily so that `import ttscale` stays cheap:
 
     from ttscale import Strategy, load_backend, load_task
 """
@@ -14,7 +14,10 @@ _API = {
     "load_backend": "ttscale.backends",
     "Sampling": "ttscale.backends.sampling",
     "load_task": "ttscale.tasks",
+    "TaskSettings": "ttscale.tasks.registry",
     "Problem": "ttscale.tasks.base",
+    "RunConfig": "ttscale.runs",
+    "execute": "ttscale.runs",
     "RerouteConfig": "ttscale.routing.reroute",
     "PlainGenerator": "ttscale.generators",
     "RerouteGenerator": "ttscale.generators",

@@ -40,7 +40,8 @@ SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
                                              qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
                                              topk_method="greedy", n_group=1, topk_group=1, vocab_size=102400)),
     "tiny": ("olmoe", dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                           num_experts=8, num_experts_per_tok=2, intermediate_size=128, vocab_size=1024)),
+                           num_experts=8, num_experts_per_tok=2, intermediate_size=128, vocab_size=1024,
+                           eos_token_id=None)),    # OLMoE's default EOS id lies outside this vocabulary
 }
 
 
@@ -51,7 +52,7 @@ class BenchConfig:
     layers: int | None = None            # keep only this many decoder layers (small CPU runs)
     device: str | None = None
     dtype: str | None = None
-    decode: str = "auto"                 # HFBackend decode mode (auto: compiled on CUDA, dynamic on CPU)
+    decode: str = "auto"                 # HFBackend decode mode (auto: dynamic)
     batches: tuple[int, ...] = (1, 8, 32)
     prompt_tokens: int = 512             # context of the prefill and adaptation measurements
     new_tokens: int = 512                # output length of the strategy comparisons

@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:        # torch is imported where tensors are made, so that specs and settings load without it
+    import torch
+    from torch import Tensor
 
 _ids = itertools.count()
 
@@ -23,6 +24,8 @@ class DeltaState:
 
     @classmethod
     def zeros(cls, n_layers: int, n_experts: int, device: torch.device | str = "cpu") -> DeltaState:
+        import torch
+
         z = torch.zeros(n_layers, n_experts, device=device)
         return cls(z, z.clone(), z.clone(), torch.zeros(n_layers, device=device))
 
@@ -38,7 +41,7 @@ class DeltaState:
         self.steps.zero_()
 
     def same_as(self, other: DeltaState) -> bool:
-        return all(torch.equal(a, b) for a, b in zip(self.tensors(), other.tensors()))
+        return all(a.equal(b) for a, b in zip(self.tensors(), other.tensors()))
 
     def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return self.delta, self.exp_avg, self.exp_avg_sq, self.steps

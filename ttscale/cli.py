@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,10 +14,33 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typer.core import TyperCommand, TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+from ttscale import __version__
+
+
+def _value_names(params: list) -> list:
+    """Help screens show nothing after a flag (typer prints `<bool>` there, as if a flag took a value)."""
+    for p in params:
+        if p.param_type_name == "option" and p.is_flag:
+            p.metavar = ""
+    return params
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: typer.Context) -> list:
+        return _value_names(super().get_params(ctx))
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: typer.Context) -> list:
+        return _value_names(super().get_params(ctx))
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_Group,
                   help="Composable test-time scaling for Mixture-of-Experts language models.")
 console = Console(stderr=True)
+PROGRESS_EVERY_S = 15.0    # a progress line at most this often when stderr is not a terminal
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -47,9 +71,10 @@ class _WarningLine(logging.Handler):
 
 
 def progress_bar(label: str, out: Path):
-    """A rich progress bar over problems: done, in flight, accuracy of this session's problems (only on a
-    terminal); a line when resuming. Python warnings raised meanwhile (third-party deprecations) are held
-    back and shown once each after the bar."""
+    """A rich progress bar over problems: done, in flight, accuracy of this session's problems, on a
+    terminal; elsewhere (a log, a pipe) a plain line at most every PROGRESS_EVERY_S seconds and at the end;
+    a line when resuming. Python warnings raised meanwhile (third-party deprecations) are held back and
+    shown once each after the bar."""
     @contextmanager
     def bar(total: int, already_done: int) -> Iterator[Callable[[dict, int], None]]:
         if already_done:
@@ -58,17 +83,29 @@ def progress_bar(label: str, out: Path):
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("in flight {task.fields[flight]}"), TextColumn("acc {task.fields[acc]}"),
                    TimeRemainingColumn())
+        terminal = sys.stderr.isatty()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
-            with Progress(*columns, console=console, disable=not sys.stderr.isatty()) as progress:
+            with Progress(*columns, console=console, disable=not terminal) as progress:
                 job = progress.add_task(label, total=total, completed=already_done, acc="-", flight=0)
                 graded: list[bool] = []
+                start = last = time.monotonic()
+                done = already_done
 
                 def advance(record: dict, in_flight: int) -> None:
+                    nonlocal done, last
+                    done += 1
                     if record["correct"] is not None:
                         graded.append(record["correct"])
-                    progress.update(job, advance=1, flight=in_flight,
-                                    acc=f"{sum(graded) / len(graded):.3f}" if graded else "-")
+                    acc = f"{sum(graded) / len(graded):.3f}" if graded else "-"
+                    progress.update(job, advance=1, flight=in_flight, acc=acc)
+                    now = time.monotonic()
+                    if not terminal and (done == total or now - last >= PROGRESS_EVERY_S):
+                        last, spent = now, now - start
+                        left = spent / (done - already_done) * (total - done)
+                        console.print(f"{label}: {done}/{total} problems, {in_flight} in flight, accuracy {acc}, "
+                                      f"{spent:.0f} s" + (f", about {left:.0f} s left" if done < total else ""),
+                                      highlight=False, soft_wrap=True)
 
                 yield advance
         for line in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught):
@@ -109,19 +146,28 @@ def parse_concurrency(text: str) -> int | None:
     return None if text == "auto" else positive_int(text, "--concurrency", " or auto")
 
 
+DECODE_HELP = ("hf decode loop: dynamic (growing cache; auto, the default, everywhere), static (bucketed static "
+               "caches), compiled (static + torch.compile/CUDA graphs; opt-in, not yet measured on a GPU).")
 TASK_HELP = ("demo, demo-shift, demo-mix, gsm8k, math500, humaneval, mbpp, mmlu, arc, or a JSONL file of "
              "{id, prompt, answer}")
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ttscale {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
     """Run strategies on MoE models; see `ttscale COMMAND --help`."""
     log = logging.getLogger("ttscale")
     if not any(isinstance(h, _WarningLine) for h in log.handlers):
         log.addHandler(_WarningLine(logging.WARNING))
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(
     model: Optional[str] = typer.Option(None, help="Hub id or local directory of a transformers MoE model, or demo "
                                         "(the bundled demo MoE; the default)."),
@@ -135,15 +181,15 @@ def run(
                                 "CUDA or CPU, or a server with --url; pip install 'ttscale\\[sglang]')."),
     url: Optional[str] = typer.Option(None, help="With --backend sglang: drive the running SGLang server at "
                                       "http://HOST:PORT instead of an in-process engine (docs/sglang.md)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a setting: section.key=value (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", metavar="SECTION.KEY=VALUE",
+                                   help="Override a setting (repeatable), e.g. sc.temperature=0.6, task.stop=\\n."),
     save_deltas: bool = typer.Option(False, "--save-deltas", help="Write each sample's final router deltas."),
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),
     dtype: Optional[str] = typer.Option(None, help="bfloat16 | float16 | float32 (default: bf16 on GPU, fp32 on CPU)."),
     batch_size: int = typer.Option(32, help="Branches per forward batch."),
     concurrency: str = typer.Option("auto", help="Problems in flight at once, their branches sharing batches "
                                     "(auto: as many as fill --batch-size)."),
-    decode: str = typer.Option("auto", help="hf decode loop: dynamic (growing cache), static (bucketed static "
-                               "caches), compiled (static + torch.compile/CUDA graphs); auto: compiled on CUDA."),
+    decode: str = typer.Option("auto", help=DECODE_HELP),
     overwrite: bool = typer.Option(False, help="Replace a different run's records in --out (same config: resumes)."),
     workers: str = typer.Option("1", help="Spread the problems over this many Ray actors, each with its own backend "
                                 "(one GPU each, or one CPU thread each) and --concurrency; 1: this process, "
@@ -153,18 +199,22 @@ def run(
                                               "instead of a local Ray instance started for the run."),
 ) -> None:
     """Solve a task's problems with a strategy and write one record per problem."""
+    from ttscale.backends.options import check_options
     from ttscale.demo import DEMO_MODEL, DEMO_MODEL_NAME, DEMO_TASK, model_name
     from ttscale.runs import RunConfig, execute
+    from ttscale.spec import check_used, parse_spec
 
     model, task = model_name(model or DEMO_MODEL_NAME), task or DEMO_TASK
     if model == DEMO_MODEL_NAME and not DEMO_MODEL.is_dir():
         fail("the bundled demo model is missing from this installation; pass --model")
     n_workers = positive_int(workers, "--workers")
     try:
-        with user_errors():
+        with user_errors():       # every argument is checked here, before torch or a model is loaded
             cfg = RunConfig(model=model, task=task, strategy=strategy, n=n, limit=limit, seed=seed, backend=backend,
                             overrides=list(set_), save_deltas=save_deltas, concurrency=parse_concurrency(concurrency),
                             workers=n_workers)
+            check_used(parse_spec(strategy)[0], set_)
+            check_options(device, dtype, batch_size, decode)
             with ray_workers(n_workers, ray_address, device) as pool:
                 summary = execute(cfg, out, overwrite, progress=progress_bar(strategy, out), workers=pool,
                                   device=device, dtype=dtype, batch_size=batch_size, decode=decode,
@@ -182,14 +232,15 @@ def run(
     typer.echo(f"{summary['problems']} problems{failed}, accuracy {shown}; records in {out / 'records.jsonl'}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
     model: Optional[str] = typer.Option(None, help="Hub id or local directory of a transformers MoE model "
                                         "(default: the bundled demo MoE, offline)."),
     backend: str = typer.Option("hf", help="hf (transformers, in-process) | sglang (in-process engine; docs/sglang.md)."),
     strategy: str = typer.Option("greedy", help="Default strategy spec of requests that name none."),
     n: int = typer.Option(1, help="Default samples per request (with the default strategy)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a setting for every request: section.key=value."),
+    set_: list[str] = typer.Option([], "--set", metavar="SECTION.KEY=VALUE",
+                                   help="Override a setting for every request (repeatable)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (default: this machine only)."),
     port: int = typer.Option(8000, help="Port to bind."),
     api_key: Optional[str] = typer.Option(None, envvar="TTSCALE_API_KEY", help="Require 'Authorization: Bearer "
@@ -203,7 +254,7 @@ def serve(
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),
     dtype: Optional[str] = typer.Option(None, help="bfloat16 | float16 | float32 (default: bf16 on GPU, fp32 on CPU)."),
     batch_size: int = typer.Option(32, help="Branches per forward batch."),
-    decode: str = typer.Option("auto", help="hf decode loop: dynamic | static | compiled (auto: compiled on CUDA)."),
+    decode: str = typer.Option("auto", help=DECODE_HELP),
 ) -> None:
     """Serve test-time scaling behind an OpenAI-compatible HTTP endpoint (docs/serve.md)."""
     from ttscale.serve import ServeConfig, check, serve as run_server
@@ -258,19 +309,24 @@ def _throughput(model: Optional[str], task: str, problems: int, strategies: str,
             write_text(out, json.dumps(result, indent=2) + "\n", "--out")
 
 
-@app.command()
+@app.command(cls=_Command)
 def grade(
     task: str = typer.Option(..., help=TASK_HELP + "."),
     answers: Path = typer.Option(..., help="JSONL with one {\"id\", \"completion\"} per line."),
     out: Optional[Path] = typer.Option(None, help="Write per-item results (id, prediction, gold, correct) here."),
+    set_: list[str] = typer.Option([], "--set", metavar="task.KEY=VALUE",
+                                   help="A task setting (repeatable), e.g. task.extract=after:####."),
 ) -> None:
     """Grade completions produced by any tool with the task's grader (code runs in the sandbox)."""
+    from ttscale.spec import task_settings
     from ttscale.tasks.grade import grade_command
 
-    raise typer.Exit(grade_command(task, answers, out))
+    with user_errors():
+        settings = task_settings(set_)
+    raise typer.Exit(grade_command(task, answers, out, settings))
 
 
-@app.command()
+@app.command(cls=_Command)
 def strategies() -> None:
     """List generators, searches and named presets with their settings (defaults after presets)."""
     from rich.table import Table
@@ -283,12 +339,14 @@ def strategies() -> None:
                        *((s, "search") for s in SEARCHES)]:
         settings = resolve_settings(parse_spec(name if name in (*GENERATORS, *SEARCHES) else "greedy")[0])[name]
         table.add_row(name, kind, "\n".join(f"{name}.{k} = {v!r}" for k, v in settings.__dict__.items()) or "-")
-    for name, spec in named_presets().items():
-        table.add_row(name, "preset", spec)
+    for name, spec in named_presets().items():             # a preset: its spec, then what it sets over the defaults
+        tables = parse_spec(name)[1]
+        lines = [f"{section}.{k} = {v!r}" for section, values in tables.items() for k, v in values.items()]
+        table.add_row(name, f"preset of {spec}", "\n".join(lines) or "-")
     Console().print(table)
 
 
-@app.command()
+@app.command(cls=_Command)
 def curve(
     runs: list[Path] = typer.Argument(..., help="Run directories (each with records.jsonl and summary.json)."),
     x: str = typer.Option("tokens", help="x axis: tokens (all token-passes) | flops | seconds, mean per problem."),
@@ -304,13 +362,13 @@ def curve(
     typer.echo(f"wrote {out.with_suffix('.png')}, {out.with_suffix('.svg')}, {out.with_suffix('.csv')}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def report(
     runs: list[Path] = typer.Argument(..., help="Run directories to compare."),
     markdown: Optional[Path] = typer.Option(None, help="Also write the table as Markdown to this file."),
 ) -> None:
     """Compare runs: accuracy with its 95% CI, compute and time per problem."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from ttscale.report import COLUMNS, markdown as to_markdown, report_rows
     from ttscale.rundir import check_writable, write_text
@@ -319,16 +377,16 @@ def report(
         if markdown:
             check_writable(markdown, "--markdown")
         rows = report_rows(runs)
-    table = Table(*COLUMNS)
+    table = Table(*(Column(c, overflow="fold") for c in COLUMNS))   # narrow terminals wrap cells, cut nothing
     for row in rows:
         table.add_row(*(str(row[c]) for c in COLUMNS))
-    Console(width=200).print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)     # a pipe or a file gets the whole table
     if markdown:
         with user_errors():
             write_text(markdown, to_markdown(rows), "--markdown")
 
 
-@app.command()
+@app.command(cls=_Command)
 def compare(
     baseline: Path = typer.Argument(..., help="Run directory of the baseline."),
     other: Path = typer.Argument(..., help="Run directory compared with it, on the same problems."),
@@ -343,7 +401,7 @@ def compare(
           f"exact McNemar p = {r['p']:.3g}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def models(model: str = typer.Argument(..., help="Hub id, local directory, or demo (the bundled model).")) -> None:
     """Describe an MoE model from its config: family, MoE layers, experts, top-k, parameters, reroute support."""
     from ttscale.backends.hf import describe_model
@@ -360,14 +418,14 @@ def models(model: str = typer.Argument(..., help="Hub id, local directory, or de
                f"reroute:       supported")
 
 
-@app.command()
+@app.command(cls=_Command)
 def bench(
     shape: str = typer.Option("tiny", help="olmoe-1b-7b | qwen1.5-moe-a2.7b | deepseek-v2-lite | tiny."),
     model: Optional[str] = typer.Option(None, help="Use this hub id's or directory's config instead of a shape."),
     layers: Optional[int] = typer.Option(None, help="Keep only this many decoder layers."),
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)."),
     dtype: Optional[str] = typer.Option(None, help="Default: bf16 on GPU, fp32 on CPU."),
-    decode: str = typer.Option("auto", help="dynamic | static | compiled (auto: compiled on CUDA, dynamic on CPU)."),
+    decode: str = typer.Option("auto", help=DECODE_HELP),
     batches: str = typer.Option("1,8,32", help="Decode batch sizes, comma-separated."),
     prompt_tokens: int = typer.Option(512, help="Context length of the prefill and adaptation measurements."),
     new_tokens: int = typer.Option(512, help="Output length of the strategy comparisons."),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import logging
 import random
 from dataclasses import dataclass, replace
 from math import comb
@@ -22,12 +23,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from scipy.stats import bootstrap
 
 from ttscale.aggregate import vote_weights
-from ttscale.rundir import check_writable, load_run
+from ttscale.rundir import check_writable, load_run, read_json
 from ttscale.spec import parse_spec
 
+log = logging.getLogger(__name__)
 X_AXES = ("tokens", "flops", "seconds")
 _EXACT_LIMIT, _SAMPLED = 5000, 2000
 
@@ -124,7 +125,14 @@ def _budgets(N: int) -> list[int]:
 
 
 def _ci(values: Sequence[float], seed: int = 0) -> tuple[float, float]:
+    """95 % CI of the mean accuracy: Wilson's when every problem is simply right or wrong (a single-answer
+    run: the interval `ttscale report` gives), else a percentile bootstrap over problems."""
+    from scipy.stats import binomtest, bootstrap
+
     data = np.asarray(values, dtype=float)
+    if len(data) and np.all((data == 0) | (data == 1)):
+        interval = binomtest(int(data.sum()), len(data)).proportion_ci(confidence_level=0.95, method="wilson")
+        return float(interval.low), float(interval.high)
     if len(data) < 2 or np.all(data == data[0]):
         return float(data.mean()), float(data.mean())
     result = bootstrap((data,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
@@ -175,6 +183,17 @@ def run_points(run: Path, x: str = "tokens") -> list[Point]:
     return points
 
 
+def _distinct_labels(runs: Sequence[Path], labels: list[str]) -> list[str]:
+    """Legend entries that tell the runs apart: the task when the runs are on different tasks (said as a
+    warning, since their accuracies are not comparable), then the run's folder where entries still repeat."""
+    tasks = [Path(read_json(Path(r) / "summary.json")["config"]["task"]).name for r in runs]
+    if len(set(tasks)) > 1:
+        log.warning(f"the runs are on different tasks ({', '.join(dict.fromkeys(tasks))}): their accuracies are "
+                    "not comparable; each legend entry names its task")
+        labels = [f"{label} on {task}" for label, task in zip(labels, tasks)]
+    return [f"{label} ({Path(r).name})" if labels.count(label) > 1 else label for label, r in zip(labels, runs)]
+
+
 def write_curve(runs: Sequence[Path], out: Path, x: str = "tokens", labels: Sequence[str] | None = None) -> list[Point]:
     """Plot every run's points to OUT.png and OUT.svg, and write OUT.csv beside them."""
     import matplotlib
@@ -184,26 +203,28 @@ def write_curve(runs: Sequence[Path], out: Path, x: str = "tokens", labels: Sequ
     if x not in X_AXES:
         raise ValueError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
     per_run = [run_points(r, x) for r in runs]
-    if labels is not None:                       # the caller's names, e.g. for runs of one spec with other settings
-        per_run = [[replace(p, label=label) for p in points] for label, points in zip(labels, per_run)]
+    if labels is None:
+        labels = _distinct_labels(runs, [points[0].label for points in per_run])
+    per_run = [[replace(p, label=label) for p in points] for label, points in zip(labels, per_run)]
     stem = Path(out).with_suffix("")
     for suffix in (".png", ".svg", ".csv"):
         check_writable(stem.with_suffix(suffix), "--out")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for points in per_run:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, points in enumerate(per_run):
         xs, ys = [p.x for p in points], [p.accuracy for p in points]
         err = [[p.accuracy - p.low for p in points], [p.high - p.accuracy for p in points]]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=points[0].label)
-        if len(points) > 1:
+        line = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=points[0].label)
+        if len(points) > 1:        # n labels below one curve's points, above the next's, in the curve's colour
             for p in points:
-                ax.annotate(f"n={p.n}", (p.x, p.accuracy), textcoords="offset points", xytext=(4, -10), fontsize=7)
+                ax.annotate(f"n={p.n}", (p.x, p.accuracy), textcoords="offset points", fontsize=7,
+                            xytext=(5, -11 if i % 2 == 0 else 5), color=line.lines[0].get_color())
     ax.set_xscale("log")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.04)                         # a point at 1.0 stays in view
     ax.set_xlabel({"tokens": "token-passes per problem", "flops": "FLOPs per problem",
                    "seconds": "seconds per problem"}[x])
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)   # beside the axes: hides no point
     fig.tight_layout()
     for suffix in (".png", ".svg"):
         fig.savefig(stem.with_suffix(suffix), dpi=150)

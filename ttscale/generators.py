@@ -20,7 +20,7 @@ from ttscale.backends.base import requests_for
 from ttscale.backends.sampling import Sampling
 from ttscale.branch import Branch, Compute
 from ttscale.inflight import Adapt, Extend
-from ttscale.routing.reroute import RerouteConfig
+from ttscale.routing.config import RerouteConfig
 
 
 class PlainGenerator:

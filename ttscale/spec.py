@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ttscale.backends.sampling import LIMITS as SAMPLING_LIMITS, Sampling, check as check_sampling
-from ttscale.routing.reroute import RerouteConfig
+from ttscale.routing.config import RerouteConfig
 from ttscale.search import SEARCHES
 from ttscale.tasks.registry import TaskSettings
 
@@ -98,10 +98,12 @@ def parse_spec(text: str, directory: Path | None = None) -> tuple[Spec, dict[str
 
 
 def _value(text: str) -> Any:
+    """A `--set` value: JSON when it parses (`0.1`, `true`, `"= "`, `["\\n", "Q:"]`), else the text itself,
+    with `\\n` and `\\t` read as a newline and a tab (so `task.stop=\\n` is a newline, as it reads)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        return text
+        return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def _check(section: str, key: str, known: dict[str, type], where: str) -> None:
@@ -111,6 +113,17 @@ def _check(section: str, key: str, known: dict[str, type], where: str) -> None:
     if key not in names:
         raise ValueError(f"unknown setting '{section}.{key}' in {where}"
                          + suggest(f"{section}.{key}", [f"{section}.{n}" for n in names]))
+
+
+def check_override(item: str, where: str = "--set") -> tuple[str, str, str]:
+    """A `section.key=value` item's section, key and raw value; an unknown section or key is an error
+    naming `where` it came from."""
+    key, eq, raw = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not eq or not dot:
+        raise ValueError(f"{where} expects section.key=value, got {item!r}")
+    _check(section, name, sections(), where)
+    return section, name, raw
 
 
 def resolve_settings(spec: Spec, overrides: Iterable[str] = (), named: dict[str, Any] | None = None,
@@ -129,18 +142,39 @@ def resolve_settings(spec: Spec, overrides: Iterable[str] = (), named: dict[str,
                 _check(section, key, known, where)
                 values[section][key] = value
     for item in overrides:
-        key, eq, raw = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not eq or not dot:
-            raise ValueError(f"--set expects section.key=value, got {item!r}")
-        _check(section, name, known, "--set")
-        values[section][name] = _value(raw.strip())
+        section, name, raw = check_override(item)
+        values[section][name] = _value(raw.lstrip())      # trailing spaces kept: `task.extract=after:= `
     settings = {s: replace(cls(), **{k: _typed(s, cls(), k, v) for k, v in values[s].items()})
                 for s, cls in known.items()}
     for section, value in settings.items():      # sampling ranges under every section (sc.temperature, ...)
         for name in SAMPLING_LIMITS.keys() & value.__dict__.keys():
             check_sampling(f"{section}.{name}", getattr(value, name))
     return settings
+
+
+def check_used(spec: Spec, overrides: Iterable[str]) -> None:
+    """A `--set` the strategy would record but never read is an error: a section it has no part for
+    (`sc.*` under greedy), or shared sampling its search replaces with its own (`sample.temperature` under sc)."""
+    used = {"sample", "task", spec.search, *(("reroute",) if spec.generator == "reroute" else ())}
+    own = {f.name for f in fields(SEARCHES[spec.search].Params)}
+    for item in overrides:
+        section, _, name = item.partition("=")[0].strip().partition(".")
+        if section not in used:
+            having = sorted(s for s in used if fields(sections()[s]))
+            raise ValueError(f"--set {item.strip()} has no effect: strategy {spec.text} has no {section} part "
+                             f"(its settings: {', '.join(f'{s}.*' for s in having)})")
+        if section == "sample" and name in ("temperature", "top_p") and name in own:
+            raise ValueError(f"--set {item.strip()} has no effect: {spec.search} samples with its own "
+                             f"{spec.search}.{name}; set that instead")
+
+
+def task_settings(overrides: Iterable[str]) -> TaskSettings:
+    """`task.*` settings alone (`ttscale grade`); any other section is an error."""
+    overrides = list(overrides)
+    for item in overrides:
+        if not item.strip().startswith("task."):
+            raise ValueError(f"--set {item.strip()}: only task.* settings apply here")
+    return resolve_settings(parse_spec("greedy")[0], overrides)["task"]
 
 
 def check_n(spec: Spec, n: int) -> None:
@@ -156,6 +190,12 @@ def _typed(section: str, defaults: Any, key: str, value: Any) -> Any:
     kind = type(getattr(defaults, key))
     if kind is float and type(value) is int:
         return float(value)
+    if kind is list:                     # a list of strings; one string stands for a list of one
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list):
+            raise ValueError(f"setting {section}.{key} expects a string or a JSON list of strings, got {value!r}")
+        return value
     if type(value) is not kind:
         raise ValueError(f"setting {section}.{key} expects a {kind.__name__}, got {value!r}")
     return value

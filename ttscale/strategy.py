@@ -53,12 +53,13 @@ class Strategy:
 
     def solving(self, problem: Problem, task: Task, backend: Backend, seed: int = 0,
                 stop: Sequence[str] | None = None) -> Solving:
-        """The coroutine that solves one problem (driven by `ttscale.inflight.InFlight`)."""
-        return self.search.solve(Context(problem, task, backend, self.generator, seed, stop))
+        """The coroutine that solves one problem (driven by `ttscale.inflight.InFlight`). The strategy's
+        `task.stop` and `task.extract` apply to whatever task it is given."""
+        return self.search.solve(Context(problem, task, backend, self.generator, seed, stop, self.settings.get("task")))
 
     def solve(self, problem: Problem, task: Task, backend: Backend, seed: int = 0,
               stop: Sequence[str] | None = None) -> Outcome:
-        """Solve one problem (stop strings: the task's unless given)."""
+        """Solve one problem (stop strings: the task's, the problem's and `task.stop`, unless given)."""
         return drive(backend, self.solving(problem, task, backend, seed, stop))
 
     def solve_all(self, problems: Iterable[Problem], task: Task, backend: Backend, seed: int = 0,

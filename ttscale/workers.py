@@ -56,6 +56,7 @@ class Worker:
 
     def __init__(self, backend: str, model: str, options: dict[str, Any]):
         self.error: Exception | None = None
+        self.backend_name = backend
         try:
             if options.get("device") == "cpu":
                 import torch
@@ -73,8 +74,9 @@ class Worker:
         if self.error is not None:
             raise self.error
         import ray
+        from ttscale.runs import describe
         return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(),
-                "batch_size": getattr(self.backend, "batch_size", 32)}
+                "batch_size": getattr(self.backend, "batch_size", 32), "backend_settings": describe(self.backend, self.backend_name)}
 
     async def solve(self, key: str, payload: list, problem: Problem) -> dict[str, Any]:
         """The record of one problem of the run `key`; `payload` holds the reference to its (config, task)."""
@@ -183,6 +185,10 @@ class Workers:
     def describe(self) -> str:
         threads = "one GPU each" if self.device == "cuda" else "one CPU thread each"
         return f"{self.n} Ray worker{'s' * (self.n > 1)} on {self.device}, {threads}"
+
+    def backend_settings(self) -> dict[str, Any] | None:
+        """Where and how the first worker runs its model (every worker loads the same backend)."""
+        return self.slots[0].info.get("backend_settings") if self.slots and self.slots[0].info else None
 
     def start(self, backend: str, model: str, **options: Any) -> None:
         """Start the actors, each loading `backend` over `model` (no-op if they already hold it)."""

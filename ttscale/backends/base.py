@@ -8,7 +8,7 @@ from typing import Any, Protocol, Sequence
 
 from ttscale.backends.sampling import Sampling
 from ttscale.branch import Branch
-from ttscale.routing.reroute import RerouteConfig
+from ttscale.routing.config import RerouteConfig
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ the batch.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -22,7 +23,9 @@ from transformers.utils import logging as hf_logging
 from ttscale.backends.base import (ChatBranches, ExtendRequest, ModelInfo, Scored, at_length_limit,
                                    check_local_dir, runnable)
 from ttscale.backends.kv import DynamicRun, PausedRow, StaticKV, StaticRun, supports_static
-from ttscale.backends.sampling import Sampling, sample, uniform
+from ttscale.backends.options import check_options, torch_device
+from ttscale.backends.sampler import sample
+from ttscale.backends.sampling import Sampling, uniform
 from ttscale.branch import Branch, Compute, Cycle, DeltaState
 from ttscale.demo import resolve_model
 from ttscale.hub import load_error, load_options
@@ -30,6 +33,7 @@ from ttscale.routing.deltas import DeltaTable, RoutingRecord
 from ttscale.routing.families import UnsupportedModelError
 from ttscale.routing.reroute import RerouteConfig, adapt_rows, decoder_layers
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class _Row:
@@ -69,7 +73,8 @@ class HFBackend(ChatBranches):
                  experts_implementation: str | None = None, decode: str = "auto", solo_contexts: bool | None = None):
         """Load a hub id or local directory (cuda when available, bf16 there; else cpu and fp32). `solo_contexts`
         (default: on CPU) runs every forward over whole contexts one context at a time (see `SoloContexts`)."""
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        check_options(device, dtype, batch_size, decode)
+        device = torch_device(device)
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
         options = {"experts_implementation": experts_implementation} if experts_implementation else {}
         check_local_dir(model)
@@ -91,6 +96,7 @@ class HFBackend(ChatBranches):
         return backend
 
     def _attach(self, model, tokenizer, batch_size: int, name: str, decode: str, solo_contexts: bool | None) -> None:
+        check_options(batch_size=batch_size, decode=decode)
         self.model = model.eval().requires_grad_(False)
         self.tokenizer, self.batch_size, self.name = tokenizer, batch_size, name
         self.device = next(model.parameters()).device
@@ -106,6 +112,11 @@ class HFBackend(ChatBranches):
         self.solo_contexts = self.device.type == "cpu" if solo_contexts is None else solo_contexts
         self.static = None if self.decode == "dynamic" else StaticKV(
             model, _compile_options(self.device) if self.decode == "compiled" else None)
+
+    def describe(self) -> dict:
+        """What the records depend on beyond the run's config: where and how the model runs."""
+        return {"backend": "hf", "device": str(self.device), "dtype": str(self.model.dtype).removeprefix("torch."),
+                "batch_size": self.batch_size, "decode": self.decode, "solo_contexts": self.solo_contexts}
 
     # --- branches ---------------------------------------------------------------------------
 
@@ -355,17 +366,16 @@ Refill = Callable[[list[ExtendRequest]], list[ExtendRequest]]
 
 _STOP_WINDOW = 32   # generated tokens decoded to look for a stop string
 
-DECODE_MODES = ("auto", "dynamic", "static", "compiled")
-
-
 def _decode_mode(decode: str, device: torch.device, model) -> str:
-    """`auto` is `compiled` on CUDA (when the model allows static caches) and `dynamic` elsewhere."""
-    if decode not in DECODE_MODES:
-        raise ValueError(f"unknown decode mode {decode!r}; choose one of {', '.join(DECODE_MODES)}")
+    """`auto` is `dynamic` everywhere: the only decode loop measured on every device so far (the static and
+    CUDA-graph loops are opt-in until a GPU run of them is recorded, docs/performance.md)."""
     if decode == "auto":
-        return "compiled" if device.type == "cuda" and supports_static(model) else "dynamic"
+        return "dynamic"
     if decode != "dynamic" and not supports_static(model):
-        raise ValueError(f"decode={decode!r} needs full attention in every layer; use decode='dynamic'")
+        raise ValueError(f"--decode {decode} needs full attention in every layer; use --decode dynamic")
+    if decode == "compiled" and device.type == "cpu":
+        log.warning("--decode compiled on CPU compiles the decode step once per batch and cache shape (about a "
+                    "minute each on 2 cores) and is rarely faster here; --decode dynamic is the CPU default")
     return decode
 
 

@@ -24,8 +24,7 @@ import torch
 from torch import Tensor
 
 from ttscale.branch import DeltaState
-
-GUARDS = ("none", "holdout", "trust")
+from ttscale.routing.config import GUARDS  # noqa: F401  (re-exported)
 
 
 @dataclass

@@ -10,7 +10,9 @@ import numpy as np
 from ttscale.backends.base import Backend, PromptTooLong
 from ttscale.backends.sampling import Sampling
 from ttscale.branch import Branch
+from ttscale.tasks import extract
 from ttscale.tasks.base import Problem, Task
+from ttscale.tasks.registry import TaskSettings
 
 
 @dataclass
@@ -21,11 +23,14 @@ class Context:
     backend: Backend                 # makes branches; their growth goes through the generator's ops
     generator: Any                   # PlainGenerator | RerouteGenerator
     seed: int = 0
-    stop: Sequence[str] | None = None    # default: the task's stop strings
+    stop: Sequence[str] | None = None    # default: the task's, the problem's and `task.stop`, together
+    settings: TaskSettings | None = None     # the strategy's `task.*` settings (`stop`, `extract`)
 
     def __post_init__(self):
         if self.stop is None:
-            self.stop = tuple(getattr(self.task, "stop", ()))
+            own = (*getattr(self.task, "stop", ()), *self.problem.stop, *(self.settings.stop if self.settings else ()))
+            self.stop = tuple(dict.fromkeys(own))
+        self.extract = extract.parse(self.settings.extract) if self.settings and self.settings.extract else None
 
     def branches(self, n: int) -> list[Branch]:
         """n fresh branches on the problem's prompt, with seeds derived from the run seed."""
@@ -39,6 +44,9 @@ class Context:
         return branches
 
     def answers(self, branches: Sequence[Branch]) -> list[str | None]:
+        """Each branch's answer: by `task.extract` when set, else by the task's own rule."""
+        if self.extract:
+            return [self.extract(b.text) for b in branches]
         return [self.task.extract(b.text, self.problem) for b in branches]
 
 

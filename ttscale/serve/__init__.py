@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import signal
+import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +64,28 @@ def check(cfg: ServeConfig) -> Defaults:
         parse("chat", {"messages": [{"role": "user", "content": ""}]}, defaults, cfg.limits)
     except ApiError as e:
         raise ValueError(e.message) from None
+    _check_kv(cfg.overrides)
     return defaults
+
+
+def _check_kv(overrides: list[str]) -> None:
+    """`--set reroute.kv=keep` would make every rerouting request fail: refuse it at start."""
+    from ttscale.spec import parse_spec, resolve_settings
+
+    if resolve_settings(parse_spec("reroute")[0], overrides)["reroute"].kv == "keep":
+        raise ValueError("--set reroute.kv=keep runs one problem at a time, and the server's requests share "
+                         "batches: use reroute.kv=recompute")
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail before the model loads when the address cannot be listened on (a busy port, a bad host)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as e:
+        raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e} (choose another --port or --host)") from None
 
 
 def serve(cfg: ServeConfig) -> None:
@@ -73,8 +96,14 @@ def serve(cfg: ServeConfig) -> None:
     from ttscale.serve.app import create_app
 
     defaults = check(cfg)
+    check_port(cfg.host, cfg.port)
     backend = load_backend(cfg.backend, defaults.model, **cfg.backend_options)
     app = create_app(backend, defaults, cfg.limits, cfg.api_key, cfg.concurrency)
+    where = getattr(backend, "describe", dict)()
+    on = f" on {where['device']}, {where['dtype']}" if "device" in where else ""
+    print(f"serving {defaults.model_id} ({cfg.backend}{on}) at http://{cfg.host}:{cfg.port}/v1; default strategy "
+          f"{defaults.strategy}@{defaults.n}; SIGTERM or Ctrl-C stops after the requests in flight", file=sys.stderr,
+          flush=True)
     # uvicorn shuts down gracefully on SIGTERM (requests in flight finish), then raises the signal again
     # with the handler it found: this one makes that a clean exit
     signal.signal(signal.SIGTERM, _exit)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Union
 
 from ttscale.generators import RerouteGenerator
-from ttscale.routing.reroute import RerouteConfig
+from ttscale.routing.config import RerouteConfig
 from ttscale.runs import RunConfig
 from ttscale.search import SEARCHES
-from ttscale.spec import parse_spec, split_count
+from ttscale.spec import check_override, parse_spec, split_count
 
 
 class ApiError(Exception):
@@ -194,9 +194,18 @@ def _settings(ext: dict[str, Any]) -> list[str]:
     """The extension's `set`: {"reroute.lr": 0.1} (or ["reroute.lr=0.1"]) as `--set` items."""
     value = ext.get("set") or {}
     if isinstance(value, dict):
-        return [f"{key}={json.dumps(v)}" for key, v in value.items()]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
+        items = [f"{key}={json.dumps(v)}" for key, v in value.items()]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = list(value)
+    else:
+        items = None
+    if items is not None:
+        try:
+            for item in items:            # a bad key is named as the request gave it, not as `--set`
+                check_override(item, "ttscale.set")
+        except ValueError as e:
+            raise ApiError(400, str(e), param="ttscale.set") from None
+        return items
     raise ApiError(400, "ttscale.set must be an object of setting -> value, e.g. {\"reroute.lr\": 0.1}",
                    param="ttscale.set")
 

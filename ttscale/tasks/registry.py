@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ttscale.tasks import extract
 from ttscale.tasks.base import Task
 from ttscale.tasks.choice import ARC, MMLU
 from ttscale.tasks.code import MBPP, HumanEval
@@ -20,6 +21,14 @@ class TaskSettings:
     shots: int = -1         # solved examples before each problem; -1: the task's own (0; demo tasks: 3)
     split: str = "test"     # test | validation (demo tasks; benchmarks have only their test split)
     seed: int = -1          # demo tasks: generate the problems from this seed; -1: the split's fixed seed
+    stop: list = field(default_factory=list)   # stop strings, added to the task's own and a JSONL row's
+    extract: str = ""       # how answers are taken (ttscale.tasks.extract); "": the task's own
+
+    def __post_init__(self):
+        if not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"invalid setting task.stop={self.stop!r}: must be a string or a list of non-empty strings")
+        if self.extract:
+            extract.parse(self.extract)        # a bad rule fails here, before any work
 
 
 def load_task(name_or_file: str, settings: TaskSettings | None = None) -> Task:
